@@ -144,6 +144,9 @@ def _download(
             with os.fdopen(fd, "wb") as out:
                 with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
                     shutil.copyfileobj(response, out)
+                    announced = response.headers.get("Content-Length")
+                if announced is not None and out.tell() != int(announced):
+                    raise OSError(f"connection closed after {out.tell()} of {announced} bytes")
             array = _read_verified(Path(part), expected)
             os.replace(part, target_dir / f"{name}.gz")
             return array
