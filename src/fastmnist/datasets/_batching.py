@@ -65,6 +65,13 @@ def gather_batch(
     k : int
         The number of rows written, ``len(index)``.
     """
+    divisor, mean, std = _check_gather_arguments(X, out, divisor, mean, std)
+    index = np.ascontiguousarray(index, dtype=np.int64)
+    return _batch.gather_batch(X, index, out, divisor, mean, std, y, y_out, n_threads)
+
+
+def _check_gather_arguments(X, out, divisor, mean, std):
+    """Dtype checks and conversions done once, outside the per-batch call."""
     if X.dtype not in _DEFAULT_DIVISOR:
         raise TypeError(f"X must be uint8 or float32, got {X.dtype}")
     if X.ndim != 2 or out.ndim != 2:
@@ -73,12 +80,9 @@ def gather_batch(
         raise TypeError(f"out must be float32, got {out.dtype}")
     if divisor is None:
         divisor = _DEFAULT_DIVISOR[X.dtype]
-    index = np.ascontiguousarray(index, dtype=np.int64)
     mean = None if mean is None else np.ascontiguousarray(mean, dtype=np.float32)
     std = None if std is None else np.ascontiguousarray(std, dtype=np.float32)
-    return _batch.gather_batch(
-        X, index, out, divisor, mean, std, y=y, y_out=y_out, n_threads=n_threads
-    )
+    return divisor, mean, std
 
 
 class Minibatches:
@@ -115,10 +119,12 @@ class Minibatches:
         if self.y is not None and len(self.y) != len(self.X):
             raise ValueError(f"X has {len(self.X)} rows but y has {len(self.y)} labels")
         self.batch_size = batch_size
-        self._options = dict(divisor=divisor, mean=mean, std=std, n_threads=n_threads)
+        self.n_threads = n_threads
         rows = min(batch_size, len(self.X))
         self._X_buffer = np.empty((rows, self.X.shape[1]), dtype=np.float32)
         self._y_buffer = None if self.y is None else np.empty(rows, dtype=np.int64)
+        self._divisor, self._mean, self._std = _check_gather_arguments(
+            self.X, self._X_buffer, divisor, mean, std)
 
     def __len__(self) -> int:
         return -(-len(self.X) // self.batch_size)
@@ -128,8 +134,9 @@ class Minibatches:
         n = len(self.X)
         order = np.arange(n, dtype=np.int64) if seed is None else shuffled_indices(n, seed)
         for start in range(0, n, self.batch_size):
-            k = gather_batch(
-                self.X, order[start:start + self.batch_size], self._X_buffer,
-                y=self.y, y_out=self._y_buffer, **self._options,
+            # Arguments were checked once in __init__: call the kernel directly.
+            k = _batch.gather_batch(
+                self.X, order[start:start + self.batch_size], self._X_buffer, self._divisor,
+                self._mean, self._std, self.y, self._y_buffer, self.n_threads,
             )
             yield self._X_buffer[:k], None if self.y is None else self._y_buffer[:k]
