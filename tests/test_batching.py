@@ -164,3 +164,19 @@ def test_minibatches_without_labels_and_bad_arguments():
         Minibatches(X, batch_size=0)
     with pytest.raises(ValueError, match="X has 5 rows but y has 4 labels"):
         Minibatches(X, np.arange(4))
+
+
+def test_epoch_gatherer_checks_order_and_ranges():
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    out = np.empty((4, 2), np.float32)
+    with pytest.raises(IndexError, match=r"order\[2\] = 6 is out of range for 6 rows"):
+        _batch.EpochGatherer(X, np.array([0, 1, 6], np.int64), out)
+    gatherer = _batch.EpochGatherer(X, np.array([5, 4, 3, 2, 1, 0], np.int64), out)
+    assert gatherer.gather(4, 8) == 2  # the final partial batch stops at the order's end
+    np.testing.assert_array_equal(out[:2], X[[1, 0]])
+    with pytest.raises(ValueError, match=r"cannot gather order\[0:5\] into 4 rows"):
+        gatherer.gather(0, 5)
+    with pytest.raises(ValueError, match="cannot gather"):
+        gatherer.gather(-1, 2)
+    with pytest.raises(ValueError, match="X has no columns"):
+        _batch.EpochGatherer(np.zeros((3, 0), np.uint8), np.arange(3), np.empty((1, 0), np.float32))

@@ -133,10 +133,10 @@ class Minibatches:
         """Yield the batches of one epoch, shuffled by ``seed`` (in order if ``None``)."""
         n = len(self.X)
         order = np.arange(n, dtype=np.int64) if seed is None else shuffled_indices(n, seed)
+        gatherer = _batch.EpochGatherer(
+            self.X, order, self._X_buffer, self._divisor, self._mean, self._std,
+            self.y, self._y_buffer, self.n_threads,
+        )
         for start in range(0, n, self.batch_size):
-            # Arguments were checked once in __init__: call the kernel directly.
-            k = _batch.gather_batch(
-                self.X, order[start:start + self.batch_size], self._X_buffer, self._divisor,
-                self._mean, self._std, self.y, self._y_buffer, self.n_threads,
-            )
+            k = gatherer.gather(start, start + self.batch_size)
             yield self._X_buffer[:k], None if self.y is None else self._y_buffer[:k]
