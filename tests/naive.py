@@ -61,3 +61,56 @@ def gather(X, index, divisor, mean=None, std=None):
     if mean is not None:
         out = (out - mean) / std
     return out
+
+
+# --- kernels ------------------------------------------------------------------------------
+
+def dense_forward(x, W, b):
+    return x @ W + b
+
+
+def dense_backward(dy, x, W):
+    """(dx, dW, db) of y = x W + b."""
+    return dy @ W.T, x.T @ dy, dy.sum(axis=0)
+
+
+def activation(name, x):
+    """scikit-learn's four activations, in plain NumPy."""
+    if name == "logistic":
+        with np.errstate(over="ignore"):  # exp(1e4) = inf gives the right limit, 0
+            return 1 / (1 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "relu":
+        return np.maximum(x, 0)
+    return x.copy()
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_cross_entropy(logits, labels, weights):
+    """(weighted mean loss, its gradient w.r.t. logits), computed the textbook way."""
+    log_p = np.log(softmax(logits))
+    losses = -log_p[np.arange(len(labels)), labels]
+    onehot = np.eye(logits.shape[1])[labels]
+    loss = (weights * losses).sum() / weights.sum()
+    grad = weights[:, None] * (softmax(logits) - onehot) / weights.sum()
+    return loss, grad
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central differences of the scalar function f at x (float64), one element at a time."""
+    grad = np.zeros_like(x)
+    flat, g = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        up = f()
+        flat[i] = saved - eps
+        down = f()
+        flat[i] = saved
+        g[i] = (up - down) / (2 * eps)
+    return grad

@@ -1,7 +1,15 @@
 """fastmnist: fast CPU training of neural-network classifiers for MNIST-like images."""
 
+from ._kernels import warmup
 from .datasets import IDXFormatError, load_fashion_mnist, load_idx, load_mnist
 
 __version__ = "0.1.0"
 
-__all__ = ["IDXFormatError", "__version__", "load_fashion_mnist", "load_idx", "load_mnist"]
+__all__ = [
+    "IDXFormatError",
+    "__version__",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_mnist",
+    "warmup",
+]

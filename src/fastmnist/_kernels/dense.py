@@ -1,0 +1,50 @@
+"""Dense (fully connected) layer: y = x W + b, and its gradients.
+
+The matrix products go to BLAS through ``np.dot`` inside the kernel (sgemm for float32),
+which ``_config.threads`` keeps on one thread so that results do not depend on the thread
+count; the bias and its gradient are prange loops over rows and column blocks.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import parallel_kernel
+
+# Columns per thread task in the bias gradient: a block of 16 float32 is one cache line.
+_COLUMN_BLOCK = 16
+
+
+@parallel_kernel
+def dense_forward(y, x, W, b):
+    # x (B, K), W (K, N), b (N,) -> y (B, N)
+    np.dot(x, W, y)
+    for i in prange(y.shape[0]):  # rows are independent: each thread owns whole rows
+        for j in range(y.shape[1]):
+            y[i, j] += b[j]
+
+
+@parallel_kernel
+def dense_backward(dx, dW, db, dy, x, W, need_dx):
+    # dy (B, N), x (B, K), W (K, N) -> dx (B, K), dW (K, N), db (N,)
+    # dx is left untouched when need_dx is False: the first layer has no use for it.
+    np.dot(x.T, dy, dW)
+    # db = dy.sum(axis=0): each thread owns a block of columns and sums it over the rows in
+    # row order, so the result is the same for any thread count (a prange reduction is not).
+    n_blocks = (dy.shape[1] + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
+    for block in prange(n_blocks):
+        start = block * _COLUMN_BLOCK
+        stop = min(start + _COLUMN_BLOCK, dy.shape[1])
+        for j in range(start, stop):
+            db[j] = 0
+        for i in range(dy.shape[0]):
+            for j in range(start, stop):
+                db[j] += dy[i, j]
+    if need_dx:
+        np.dot(dy, W.T, dx)
+
+
+def _warmup(dtype):
+    x, W, b = np.ones((2, 3), dtype), np.ones((3, 4), dtype), np.ones(4, dtype)
+    y = np.empty((2, 4), dtype)
+    dense_forward(y, x, W, b)
+    dense_backward(np.empty_like(x), np.empty_like(W), np.empty_like(b), y, x, W, True)

@@ -1,0 +1,66 @@
+"""Fused, numerically stable softmax + cross-entropy, and a plain softmax for prediction."""
+
+import numpy as np
+from numba import prange
+
+from ._jit import parallel_kernel
+
+
+@parallel_kernel
+def softmax_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
+    # logits (B, C), labels (B,) ints in [0, C), sample_weight (B,) -> dlogits (B, C),
+    # row_loss (B,) scratch; returns the weighted mean loss sum(w * loss) / sum(w).
+    # dlogits is the gradient of that mean: w_i * (softmax(z_i) - onehot(label_i)) / sum(w).
+    n, n_classes = logits.shape
+    for i in range(n):
+        if labels[i] < 0 or labels[i] >= n_classes:
+            raise ValueError("softmax_cross_entropy: a label is outside [0, n_classes)")
+    # Sums over the batch run serially in row order, so the loss is the same for any
+    # thread count; the per-row work (exp, log) is what runs in parallel.
+    weight_sum = 0.0
+    for i in range(n):
+        weight_sum += sample_weight[i]
+    for i in prange(n):
+        # Subtracting the row maximum keeps exp() in range for logits of +-1e4.
+        row_max = logits[i, 0]
+        for c in range(1, n_classes):
+            if logits[i, c] > row_max:
+                row_max = logits[i, c]
+        total = 0.0
+        for c in range(n_classes):
+            e = np.exp(logits[i, c] - row_max)
+            dlogits[i, c] = e
+            total += e
+        scale = sample_weight[i] / weight_sum
+        for c in range(n_classes):
+            dlogits[i, c] = dlogits[i, c] / total * scale
+        dlogits[i, labels[i]] -= scale
+        # -log softmax(z)[label] = log(sum exp(z - max)) - (z[label] - max)
+        row_loss[i] = sample_weight[i] * (np.log(total) - (logits[i, labels[i]] - row_max))
+    loss = 0.0
+    for i in range(n):
+        loss += row_loss[i]
+    return loss / weight_sum
+
+
+@parallel_kernel
+def softmax(probs, logits):
+    # logits (B, C) -> probs (B, C), rows summing to 1
+    for i in prange(logits.shape[0]):
+        row_max = logits[i, 0]
+        for c in range(1, logits.shape[1]):
+            if logits[i, c] > row_max:
+                row_max = logits[i, c]
+        total = 0.0
+        for c in range(logits.shape[1]):
+            probs[i, c] = np.exp(logits[i, c] - row_max)
+            total += probs[i, c]
+        for c in range(logits.shape[1]):
+            probs[i, c] /= total
+
+
+def _warmup(dtype):
+    logits = np.arange(6, dtype=dtype).reshape(2, 3)
+    softmax_cross_entropy(np.empty_like(logits), np.empty(2, dtype), logits,
+                          np.array([0, 2]), np.ones(2, dtype))
+    softmax(np.empty_like(logits), logits)

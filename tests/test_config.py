@@ -1,0 +1,90 @@
+"""Thread control, worker-thread safety, caching switch and warm-up of the kernels."""
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from fastmnist._config import effective_n_jobs, threads
+from fastmnist._kernels import _jit, dense
+
+
+def blas_threads():
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_effective_n_jobs():
+    most = numba.config.NUMBA_NUM_THREADS
+    assert effective_n_jobs(None) == most
+    assert effective_n_jobs(-1) == most
+    assert effective_n_jobs(1) == 1
+    assert effective_n_jobs(10_000) == most
+    assert effective_n_jobs(-most - 5) == 1
+    for bad in (0, 1.5, "2", True):
+        with pytest.raises(ValueError, match="n_jobs"):
+            effective_n_jobs(bad)
+
+
+def test_threads_sets_and_restores_even_on_error():
+    before_numba, before_blas = numba.get_num_threads(), blas_threads()
+    with threads(1) as n:
+        assert n == 1 and numba.get_num_threads() == 1
+        assert all(t == 1 for t in blas_threads())
+    assert numba.get_num_threads() == before_numba and blas_threads() == before_blas
+    with pytest.raises(RuntimeError, match="boom"), threads(1):
+        raise RuntimeError("boom")
+    assert numba.get_num_threads() == before_numba and blas_threads() == before_blas
+
+
+def dense_once(seed):
+    rng = np.random.default_rng(seed)
+    x, W, b = (rng.standard_normal(s).astype(np.float32) for s in ((64, 50), (50, 30), 30))
+    y = np.empty((64, 30), np.float32)
+    with threads(2):
+        dense.dense_forward(y, x, W, b)
+    return y
+
+
+def test_kernels_from_worker_threads_do_not_crash_and_agree():
+    # What GridSearchCV's threading backend does: several threads call kernels at once.
+    expected = [dense_once(seed) for seed in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(dense_once, range(8)))
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_serial_twin_is_used_off_the_main_thread_on_an_unsafe_layer(monkeypatch):
+    calls = []
+    kernel = dense.dense_forward
+    monkeypatch.setattr(_jit, "_layer_is_threadsafe", lambda: False)
+    monkeypatch.setattr(kernel, "serial",
+                        lambda *args: calls.append(threading.current_thread().name))
+    dense_once(0)  # main thread: the parallel kernel, whatever the layer
+    assert calls == []
+    thread = threading.Thread(target=dense_once, args=(0,), name="worker")
+    thread.start()
+    thread.join()
+    assert calls == ["worker"]
+
+
+@pytest.mark.parametrize("setting, cache_class", [("1", "FunctionCache"), ("0", "NullCache")])
+def test_cache_switch(setting, cache_class):
+    code = ("from fastmnist._kernels import dense; "
+            "print(type(dense.dense_forward.parallel._cache).__name__)")
+    env = dict(os.environ, FASTMNIST_CACHE=setting)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == cache_class
+
+
+def test_fastmath_keeps_nan_checks():
+    from fastmnist._config import FASTMATH
+
+    assert FASTMATH and not {"nnan", "ninf", "fast"} & set(FASTMATH)
