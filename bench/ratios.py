@@ -1,6 +1,11 @@
-"""Median-time ratios (reference / fastmnist) per group of a pytest-benchmark JSON file.
+"""Median times per group of a pytest-benchmark JSON file, with ratios to fastmnist.
 
-Usage: python bench/ratios.py .benchmarks/loaders.json [--markdown]
+Each group holds one benchmark per implementation (``extra_info["impl"]``: "fastmnist",
+"reference", "numpy", "torch", ...). The ratio column is peer median / fastmnist median,
+so above 1 means fastmnist is faster. Where a benchmark records ``extra_info["flops"]``,
+the achieved GFLOP/s is shown too.
+
+Usage: python bench/ratios.py .benchmarks/kernels.json
 """
 
 import argparse
@@ -14,21 +19,33 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.json_file) as f:
         report = json.load(f)
-    medians = defaultdict(dict)
+    groups = defaultdict(dict)
     for bench in report["benchmarks"]:
-        medians[bench["group"]][bench["extra_info"]["impl"]] = bench["stats"]["median"]
+        groups[bench["group"]][bench["extra_info"]["impl"]] = bench
     machine = report["machine_info"]
     print(f"{report['datetime'][:10]}, {machine['cpu']['brand_raw']}, "
           f"Python {machine['python_version']}\n")
-    print("| benchmark | fastmnist median | reference median | speed-up |")
-    print("| --- | ---: | ---: | ---: |")
-    for group, times in medians.items():
-        fast, ref = times["fastmnist"], times["reference"]
-        print(f"| {group} | {_format(fast)} | {_format(ref)} | {ref / fast:.2f}x |")
+    peers = sorted({impl for g in groups.values() for impl in g} - {"fastmnist"})
+    header = ["benchmark", "fastmnist"] + [f"{p} (ratio)" for p in peers]
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" + " ---: |" * (len(header) - 1))
+    for group, by_impl in groups.items():
+        fast = by_impl["fastmnist"]["stats"]["median"]
+        cells = [group, _cell(by_impl["fastmnist"])]
+        for peer in peers:
+            if peer in by_impl:
+                peer_median = by_impl[peer]["stats"]["median"]
+                cells.append(f"{_cell(by_impl[peer])} ({peer_median / fast:.2f}x)")
+            else:
+                cells.append("—")
+        print("| " + " | ".join(cells) + " |")
 
 
-def _format(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} µs"
+def _cell(bench) -> str:
+    seconds = bench["stats"]["median"]
+    text = f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} µs"
+    flops = bench["extra_info"].get("flops")
+    return f"{text}, {flops / seconds / 1e9:.1f} GFLOP/s" if flops else text
 
 
 if __name__ == "__main__":

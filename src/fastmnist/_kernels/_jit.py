@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import threading
+import types
 
 import numba
 
@@ -20,13 +21,16 @@ from .._config import CACHE, FASTMATH
 
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
+# Numba's cache key ignores fastmath: builds without it get names of their own.
+_CACHE_SUFFIX = "" if FASTMATH else "_exact"
+
 # Threading layers that tolerate parallel launches from several threads at once.
 _THREADSAFE_LAYERS = {"omp", "tbb"}
 
 
 def kernel(function):
     """A serial kernel: ``numba.njit`` with fastmnist's options."""
-    return numba.njit(**_OPTIONS)(function)
+    return numba.njit(**_OPTIONS)(_renamed_copy(function, _CACHE_SUFFIX))
 
 
 class ParallelKernel:
@@ -37,8 +41,10 @@ class ParallelKernel:
 
     def __init__(self, function) -> None:
         self.py_func = function
-        self.parallel = numba.njit(parallel=True, **_OPTIONS)(function)
-        self.serial = numba.njit(parallel=False, **_OPTIONS)(function)
+        self.parallel = numba.njit(parallel=True, **_OPTIONS)(
+            _renamed_copy(function, _CACHE_SUFFIX))
+        self.serial = numba.njit(parallel=False, **_OPTIONS)(
+            _renamed_copy(function, _CACHE_SUFFIX + "_serial"))
         self.__name__ = function.__name__
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -50,6 +56,18 @@ class ParallelKernel:
 
     def __repr__(self) -> str:
         return f"<parallel kernel {self.__name__}>"
+
+
+def _renamed_copy(function, suffix):
+    # Numba's disk cache keys a function by its qualified name and bytecode, not by the
+    # ``parallel`` or ``fastmath`` options: without a distinct name both twins would load
+    # whichever build was cached first (a "serial" twin running on every thread).
+    if not suffix:
+        return function
+    twin = types.FunctionType(function.__code__, function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    twin.__qualname__ = function.__qualname__ + suffix
+    return twin
 
 
 def parallel_kernel(function) -> ParallelKernel:
