@@ -56,7 +56,7 @@ def test_gather_batch(benchmark, train_images, impl, batch_size):
 
 
 def fastmnist_epoch(batches, seed):
-    return sum(len(xb) for xb, _ in batches.epoch(seed))
+    return sum(len(xb) for xb, _, _ in batches.epoch(seed))
 
 
 def numpy_epoch(X, y, batch_size, seed):

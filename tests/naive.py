@@ -101,6 +101,14 @@ def softmax_cross_entropy(logits, labels, weights):
     return loss, grad
 
 
+def logistic_cross_entropy(logits, labels, weights):
+    """Binary log loss of one logit per row, and its gradient, the textbook way."""
+    p = 1 / (1 + np.exp(-logits[:, 0]))
+    losses = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    loss = (weights * losses).sum() / weights.sum()
+    return loss, (weights * (p - labels) / weights.sum())[:, None]
+
+
 def numerical_gradient(f, x, eps=1e-6):
     """Central differences of the scalar function f at x (float64), one element at a time."""
     grad = np.zeros_like(x)

@@ -143,23 +143,24 @@ def test_minibatches_cover_each_row_once_in_reused_buffers():
     batches = Minibatches(X, y, batch_size=32)
     assert len(batches) == 3
     seen, buffers = [], set()
-    for xb, yb in batches.epoch(seed=3):
+    for xb, yb, index in batches.epoch(seed=3):
+        np.testing.assert_array_equal(yb, y[index])
         np.testing.assert_array_equal(xb, gather(X, yb // 10, 255))  # rows match their labels
         seen.extend(yb.tolist())
         buffers.add(xb.__array_interface__["data"][0])
     assert [len(b[1]) for b in batches.epoch(seed=3)] == [32, 32, 6]  # final partial batch
     assert sorted(seen) == y.tolist()
     assert len(buffers) == 1  # every batch lives in the same preallocated memory
-    first = [yb.copy() for _, yb in batches.epoch(seed=3)]
-    again = [yb.copy() for _, yb in batches.epoch(seed=3)]
+    first = [yb.copy() for _, yb, _ in batches.epoch(seed=3)]
+    again = [yb.copy() for _, yb, _ in batches.epoch(seed=3)]
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    in_order = np.concatenate([yb.copy() for _, yb in batches.epoch(seed=None)])
+    in_order = np.concatenate([yb.copy() for _, yb, _ in batches.epoch(seed=None)])
     np.testing.assert_array_equal(in_order, y)
 
 
 def test_minibatches_without_labels_and_bad_arguments():
     X = np.ones((5, 2), np.float32)
-    assert [yb for _, yb in Minibatches(X, batch_size=2).epoch(None)] == [None] * 3
+    assert [yb for _, yb, _ in Minibatches(X, batch_size=2).epoch(None)] == [None] * 3
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         Minibatches(X, batch_size=0)
     with pytest.raises(ValueError, match="X has 5 rows but y has 4 labels"):
@@ -180,3 +181,14 @@ def test_epoch_gatherer_checks_order_and_ranges():
         gatherer.gather(-1, 2)
     with pytest.raises(ValueError, match="X has no columns"):
         _batch.EpochGatherer(np.zeros((3, 0), np.uint8), np.arange(3), np.empty((1, 0), np.float32))
+
+
+def test_minibatches_keep_float64_as_float64():
+    X = np.arange(10, dtype=np.float64).reshape(5, 2) / 3
+    batches = Minibatches(X, np.arange(5), batch_size=2)
+    got = [(xb.copy(), index.copy()) for xb, _, index in batches.epoch(seed=11)]
+    assert all(xb.dtype == np.float64 for xb, _ in got)
+    np.testing.assert_array_equal(np.concatenate([xb for xb, _ in got]),
+                                  X[np.concatenate([index for _, index in got])])
+    with pytest.raises(ValueError, match="float64 X is gathered as it is"):
+        Minibatches(X, divisor=255.0)

@@ -6,6 +6,7 @@ from naive import (
     activation,
     dense_backward,
     dense_forward,
+    logistic_cross_entropy,
     numerical_gradient,
     softmax,
     softmax_cross_entropy,
@@ -172,6 +173,42 @@ def test_softmax_cross_entropy_gradient_by_finite_differences():
                                rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logistic_cross_entropy_matches_reference_and_is_stable(dtype):
+    rng = np.random.default_rng(5)
+    logits = random(rng, (9, 1), dtype, scale=4)
+    labels, weights = rng.integers(0, 2, 9), rng.random(9).astype(dtype) + 0.1
+    dlogits, row_loss = np.empty_like(logits), np.empty(9, dtype)
+    value = loss.logistic_cross_entropy(dlogits, row_loss, logits, labels, weights)
+    want_loss, want_grad = logistic_cross_entropy(logits.astype(np.float64), labels,
+                                                  weights.astype(np.float64))
+    np.testing.assert_allclose(value, want_loss, **TOL[dtype])
+    np.testing.assert_allclose(dlogits, want_grad, **TOL[dtype])
+    # Logits of +-1e4 with the wrong label: loss 1e4 each, gradients +-1/2 (mean of two).
+    huge = np.array([[1e4], [-1e4]], dtype)
+    value = loss.logistic_cross_entropy(dlogits[:2], row_loss[:2], huge, np.array([0, 1]),
+                                        np.ones(2, dtype))
+    assert value == pytest.approx(1e4, rel=1e-6)
+    np.testing.assert_allclose(dlogits[:2], [[0.5], [-0.5]])
+
+
+def test_logistic_cross_entropy_gradient_by_finite_differences():
+    rng = np.random.default_rng(6)
+    logits, labels, weights = random(rng, (7, 1), np.float64), rng.integers(0, 2, 7), \
+        rng.random(7) + 0.5
+    dlogits, row_loss = np.empty_like(logits), np.empty(7)
+    loss.logistic_cross_entropy(dlogits, row_loss, logits, labels, weights)
+
+    def loss_value():
+        return loss.logistic_cross_entropy(np.empty_like(logits), row_loss, logits, labels,
+                                           weights)
+
+    np.testing.assert_allclose(dlogits, numerical_gradient(loss_value, logits),
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="outside"):
+        loss.logistic_cross_entropy(dlogits, row_loss, logits, labels + 1, weights)
+
+
 def test_softmax_cross_entropy_nan_and_bad_labels():
     logits = np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32)
     dlogits, row_loss = np.empty_like(logits), np.empty(2, np.float32)
@@ -200,7 +237,10 @@ def all_outputs(B=96, K=300, N=70, C=10):
     value = loss.softmax_cross_entropy(dlogits, row_loss, logits, rng.integers(0, C, B),
                                        np.ones(B, np.float32))
     loss.softmax(probs, logits)
-    return results + [dlogits, probs, np.array([value])]
+    binary = np.empty((B, 1), np.float32)
+    binary_value = loss.logistic_cross_entropy(binary, row_loss, logits[:, :1].copy(),
+                                               rng.integers(0, 2, B), np.ones(B, np.float32))
+    return results + [dlogits, probs, np.array([value, binary_value]), binary]
 
 
 def test_bitwise_identical_for_one_and_two_threads():
@@ -214,7 +254,8 @@ def test_bitwise_identical_for_one_and_two_threads():
 
 @pytest.mark.parametrize("kernel", [dense.dense_forward, dense.dense_backward,
                                     act.activation_forward, act.activation_backward,
-                                    loss.softmax_cross_entropy, loss.softmax],
+                                    loss.softmax_cross_entropy, loss.softmax,
+                                    loss.logistic_cross_entropy],
                          ids=lambda k: k.__name__)
 def test_serial_twin_agrees_exactly(kernel, monkeypatch):
     # Route every call through the serial twin and compare with the parallel kernels.

@@ -1,12 +1,14 @@
 """fastmnist: fast CPU training of neural-network classifiers for MNIST-like images."""
 
 from ._kernels import warmup
+from ._mlp import MLPClassifier
 from .datasets import IDXFormatError, load_fashion_mnist, load_idx, load_mnist
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IDXFormatError",
+    "MLPClassifier",
     "__version__",
     "load_fashion_mnist",
     "load_idx",

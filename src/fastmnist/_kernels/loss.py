@@ -1,4 +1,9 @@
-"""Fused, numerically stable softmax + cross-entropy, and a plain softmax for prediction."""
+"""Fused, numerically stable losses with their gradients, and the output activations.
+
+- softmax + cross-entropy, for several classes (one logit per class);
+- logistic + binary cross-entropy, for two classes with a single logit, as scikit-learn's
+  MLPClassifier does for binary problems.
+"""
 
 import numpy as np
 from numba import prange
@@ -59,8 +64,38 @@ def softmax(probs, logits):
             probs[i, c] /= total
 
 
+@parallel_kernel
+def logistic_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
+    # logits (B, 1), labels (B,) in {0, 1}, sample_weight (B,) -> dlogits (B, 1),
+    # row_loss (B,) scratch; returns sum(w * loss) / sum(w), as softmax_cross_entropy.
+    n = logits.shape[0]
+    for i in range(n):
+        if labels[i] < 0 or labels[i] > 1:
+            raise ValueError("logistic_cross_entropy: a label is outside {0, 1}")
+    weight_sum = 0.0
+    for i in range(n):
+        weight_sum += sample_weight[i]
+    for i in prange(n):
+        z = logits[i, 0]
+        # loss = log(1 + exp(-z)) for label 1, log(1 + exp(z)) for label 0, computed as
+        # max(s, 0) + log1p(exp(-|s|)) with s = +-z, which neither overflows nor cancels.
+        s = -z if labels[i] == 1 else z
+        e = np.exp(-abs(z))
+        p = 1 / (1 + e) if z >= 0 else e / (1 + e)  # sigmoid(z)
+        scale = sample_weight[i] / weight_sum
+        dlogits[i, 0] = (p - labels[i]) * scale
+        row_loss[i] = sample_weight[i] * (max(s, 0.0) + np.log1p(e))
+    loss = 0.0
+    for i in range(n):
+        loss += row_loss[i]
+    return loss / weight_sum
+
+
 def _warmup(dtype):
     logits = np.arange(6, dtype=dtype).reshape(2, 3)
     softmax_cross_entropy(np.empty_like(logits), np.empty(2, dtype), logits,
                           np.array([0, 2]), np.ones(2, dtype))
     softmax(np.empty_like(logits), logits)
+    logistic_cross_entropy(np.empty_like(logits[:, :1]), np.empty(2, dtype),
+                           np.ascontiguousarray(logits[:, :1]), np.array([0, 1]),
+                           np.ones(2, dtype))

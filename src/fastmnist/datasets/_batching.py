@@ -94,7 +94,8 @@ class Minibatches:
 
     Parameters
     ----------
-    X : ndarray of uint8 or float32, shape (n_samples, n_features)
+    X : ndarray of uint8, float32 or float64, shape (n_samples, n_features)
+        uint8 and float32 are gathered to float32 in Cython; float64 stays float64.
     y : ndarray of int, shape (n_samples,), default=None
     batch_size : int
     divisor, mean, std, n_threads
@@ -106,7 +107,7 @@ class Minibatches:
     >>> from fastmnist.datasets import Minibatches
     >>> X = np.arange(10, dtype=np.uint8).reshape(5, 2)
     >>> batches = Minibatches(X, np.arange(5), batch_size=2)
-    >>> [(xb.shape, yb.tolist()) for xb, yb in batches.epoch(seed=None)]
+    >>> [(xb.shape, yb.tolist()) for xb, yb, _ in batches.epoch(seed=None)]
     [((2, 2), [0, 1]), ((2, 2), [2, 3]), ((1, 2), [4])]
     """
 
@@ -121,22 +122,48 @@ class Minibatches:
         self.batch_size = batch_size
         self.n_threads = n_threads
         rows = min(batch_size, len(self.X))
-        self._X_buffer = np.empty((rows, self.X.shape[1]), dtype=np.float32)
+        # float64 data (scikit-learn's default) is gathered as float64 by NumPy, so that a
+        # model trained on it computes in float64 as scikit-learn's does.
+        self._float64 = self.X.dtype == np.float64
+        out_dtype = np.float64 if self._float64 else np.float32
+        self._X_buffer = np.empty((rows, *self.X.shape[1:]), dtype=out_dtype)
         self._y_buffer = None if self.y is None else np.empty(rows, dtype=np.int64)
-        self._divisor, self._mean, self._std = _check_gather_arguments(
-            self.X, self._X_buffer, divisor, mean, std)
+        if self._float64:
+            if divisor not in (None, 1.0) or mean is not None or std is not None:
+                raise ValueError("float64 X is gathered as it is: no divisor, mean or std")
+        else:
+            self._divisor, self._mean, self._std = _check_gather_arguments(
+                self.X, self._X_buffer, divisor, mean, std)
 
     def __len__(self) -> int:
         return -(-len(self.X) // self.batch_size)
 
-    def epoch(self, seed: int | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yield the batches of one epoch, shuffled by ``seed`` (in order if ``None``)."""
+    def epoch(self, seed: int | None) -> Iterator[tuple[np.ndarray, np.ndarray | None,
+                                                       np.ndarray]]:
+        """Yield ``(X_batch, y_batch, index)`` for one epoch, shuffled by ``seed``.
+
+        ``index`` holds the rows of ``X`` in the batch (to gather sample weights with);
+        with ``seed=None`` the rows come in order.
+        """
         n = len(self.X)
         order = np.arange(n, dtype=np.int64) if seed is None else shuffled_indices(n, seed)
+        if self._float64:
+            yield from self._numpy_epoch(order)
+            return
         gatherer = _batch.EpochGatherer(
             self.X, order, self._X_buffer, self._divisor, self._mean, self._std,
             self.y, self._y_buffer, self.n_threads,
         )
         for start in range(0, n, self.batch_size):
             k = gatherer.gather(start, start + self.batch_size)
-            yield self._X_buffer[:k], None if self.y is None else self._y_buffer[:k]
+            index = order[start:start + k]
+            yield self._X_buffer[:k], None if self.y is None else self._y_buffer[:k], index
+
+    def _numpy_epoch(self, order):
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            k = len(index)
+            np.take(self.X, index, axis=0, out=self._X_buffer[:k])
+            if self.y is not None:
+                np.take(self.y, index, out=self._y_buffer[:k])
+            yield self._X_buffer[:k], None if self.y is None else self._y_buffer[:k], index

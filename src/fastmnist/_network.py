@@ -1,0 +1,145 @@
+"""Network: a list of layers over one flat parameter buffer, and a loss on top.
+
+All parameters live in one flat array ``theta`` (and the gradients in ``grad``, laid out
+the same way), so an optimizer step is one kernel call over the whole model. Weights come
+first and biases after them: L2 decay (scikit-learn's ``alpha``) then applies to the
+leading ``n_decay`` values. Each layer sees views into these buffers.
+
+Buffers for a batch (activations, caches, gradients) are allocated once per batch size
+and reused; the final, smaller batch of an epoch uses the leading rows of the same ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._kernels import loss as loss_kernels
+from ._layers import Layer
+
+_LOSSES = {
+    "softmax": loss_kernels.softmax_cross_entropy,
+    "logistic": loss_kernels.logistic_cross_entropy,
+}
+
+
+class Network:
+    """Layers, their parameters and a softmax or logistic cross-entropy head.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    input_shape : tuple of int
+        The shape of one sample, e.g. ``(784,)`` or ``(1, 28, 28)``.
+    output : {"softmax", "logistic"}
+        Softmax over the last layer's units, or one logistic unit (binary problems).
+    dtype : float32 or float64
+    """
+
+    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...], output: str,
+                 dtype=np.float32) -> None:
+        self.layers, self.input_shape, self.output = layers, tuple(input_shape), output
+        self.dtype = np.dtype(dtype)
+        self._loss = _LOSSES[output]
+        shape = self.input_shape
+        for layer in layers:
+            shape = layer.build(shape)
+        self.output_shape = shape
+        specs = [(i, spec) for i, layer in enumerate(layers) for spec in layer.param_specs()]
+        # Weights first, then biases: decay applies to theta[:n_decay].
+        ordered = [s for s in specs if s[1].decay] + [s for s in specs if not s[1].decay]
+        self._specs = specs
+        self._offsets = {}  # (layer index, parameter name) -> offset into theta
+        offset = 0
+        for i, spec in ordered:
+            self._offsets[i, spec.name] = offset
+            offset += int(np.prod(spec.shape))
+        self.n_decay = sum(int(np.prod(spec.shape)) for _, spec in ordered if spec.decay)
+        self.theta = np.zeros(offset, self.dtype)
+        self.grad = np.zeros(offset, self.dtype)
+        self._bind_layers()
+        self._capacity = 0
+
+    def __getstate__(self):
+        # Workspaces are rebuilt on demand; layer views are re-made from theta and grad.
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("_workspaces", "_dlogits", "_row_loss")}
+        state["_capacity"] = 0
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._bind_layers()
+
+    def _bind_layers(self):
+        for i, layer in enumerate(self.layers):
+            layer.bind(self._layer_views(i, self.theta), self._layer_views(i, self.grad))
+
+    def _layer_views(self, i, buffer):
+        views = {}
+        for spec in self.layers[i].param_specs():
+            offset = self._offsets[i, spec.name]
+            views[spec.name] = buffer[offset:offset + int(np.prod(spec.shape))].reshape(
+                spec.shape)
+        return views
+
+    @property
+    def n_params(self) -> int:
+        return self.theta.size
+
+    def initialize(self, random_state: np.random.RandomState) -> None:
+        """Glorot-uniform weights and biases, drawn in scikit-learn's order.
+
+        scikit-learn draws, layer by layer, the weights then the biases from
+        ``uniform(-bound, bound)``; drawing the same way gives the same initial model
+        as scikit-learn's MLPClassifier for the same ``random_state``.
+        """
+        for i, spec in self._specs:
+            offset = self._offsets[i, spec.name]
+            values = random_state.uniform(-spec.init_bound, spec.init_bound, spec.shape)
+            self.theta[offset:offset + values.size] = values.ravel()
+
+    # --- passes ---------------------------------------------------------------------------
+
+    def _reserve(self, batch_size: int) -> None:
+        if batch_size <= self._capacity:
+            return
+        self._workspaces = [layer.allocate(batch_size, self.dtype) for layer in self.layers]
+        self._dlogits = np.empty((batch_size, *self.output_shape), self.dtype)
+        self._row_loss = np.empty(batch_size, self.dtype)
+        self._capacity = batch_size
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The logits for a batch ``x`` (n, *input_shape); a view into reused memory."""
+        self._reserve(len(x))
+        for layer, ws in zip(self.layers, self._workspaces, strict=True):
+            x = layer.forward(ws, x, training)
+        return x
+
+    def loss_and_gradient(self, x: np.ndarray, labels: np.ndarray,
+                          weights: np.ndarray) -> float:
+        """Forward, loss and backward for one batch; fills ``grad`` and returns the loss.
+
+        The loss is the weighted mean ``sum(w * loss) / sum(w)`` without any L2 term; the
+        caller adds L2 to the loss and, through the optimizer, to the gradient.
+        """
+        logits = self.forward(x, training=True)
+        n = len(x)
+        delta = self._dlogits[:n]
+        value = self._loss(delta, self._row_loss[:n], logits, labels, weights)
+        for i in range(len(self.layers) - 1, -1, -1):
+            delta = self.layers[i].backward(self._workspaces[i], delta, need_dx=i > 0)
+        return value
+
+    def predict_proba(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Class probabilities of a batch into ``out`` (n, n_classes)."""
+        logits = self.forward(x, training=False)
+        if self.output == "softmax":
+            loss_kernels.softmax(out, logits)
+        else:
+            out[:, 1] = 1 / (1 + np.exp(-logits[:, 0]))
+            out[:, 0] = 1 - out[:, 1]
+        return out
+
+    def __repr__(self) -> str:
+        lines = [f"  {layer!r}," for layer in self.layers]
+        return "Network(\n" + "\n".join(lines) + f"\n  -> {self.output}\n)"
