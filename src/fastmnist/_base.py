@@ -305,7 +305,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
+                              "It is going to be clipped", stacklevel=2)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         batches = Minibatches(X, codes, batch_size, divisor=divisor,
                               n_threads=effective_n_jobs(self.n_jobs))
@@ -344,9 +344,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 if state.n_iter == self.max_iter:
                     warnings.warn(
                         f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                        "and the optimization hasn't converged yet.", ConvergenceWarning)
+                        "and the optimization hasn't converged yet.", ConvergenceWarning,
+                        stacklevel=2)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=2)
         finally:
             if progress is not None:
                 progress.close()
