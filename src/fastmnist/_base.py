@@ -165,7 +165,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The most probable class of each sample."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks that the model is fitted
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -39,7 +39,6 @@ class Network:
                  dtype=np.float32) -> None:
         self.layers, self.input_shape, self.output = layers, tuple(input_shape), output
         self.dtype = np.dtype(dtype)
-        self._loss = _LOSSES[output]
         shape = self.input_shape
         for layer in layers:
             shape = layer.build(shape)
@@ -125,7 +124,8 @@ class Network:
         logits = self.forward(x, training=True)
         n = len(x)
         delta = self._dlogits[:n]
-        value = self._loss(delta, self._row_loss[:n], logits, labels, weights)
+        # Looked up by name, not stored: kernels are not picklable, networks must be.
+        value = _LOSSES[self.output](delta, self._row_loss[:n], logits, labels, weights)
         for i in range(len(self.layers) - 1, -1, -1):
             delta = self.layers[i].backward(self._workspaces[i], delta, need_dx=i > 0)
         return value
