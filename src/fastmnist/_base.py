@@ -313,6 +313,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         weight_buffer = np.empty(batch_size, network.dtype)
         weights = weights.astype(network.dtype)
         progress = _progress(self.verbose, len(batches))
+        state.n_iter = 0  # as scikit-learn: epochs of this call; t counts all samples seen
         try:
             for _ in range(self.max_iter):
                 seed = int(random_state.randint(0, 2**63 - 1)) if self.shuffle else None
