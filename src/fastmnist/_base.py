@@ -101,6 +101,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         """Return ``(layers, input_shape)`` for rows of ``n_features`` values."""
         raise NotImplementedError
 
+    def _as_rows(self, X):
+        """X as the (n_samples, n_features) rows scikit-learn validates (CNN: images)."""
+        return X
+
     # --- public API -----------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -176,13 +180,12 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     # --- fitting --------------------------------------------------------------------------
 
     def _validate_X(self, X, reset: bool):
-        X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32, np.uint8),
-                          order="C")
-        return X
+        return validate_data(self, self._as_rows(X), reset=reset, order="C",
+                             dtype=(np.float64, np.float32, np.uint8))
 
     def _fit(self, X, y, sample_weight, incremental: bool):
         first_pass = not hasattr(self, "_state") or (not self.warm_start and not incremental)
-        X, y = validate_data(self, X, y, reset=first_pass, order="C",
+        X, y = validate_data(self, self._as_rows(X), y, reset=first_pass, order="C",
                              dtype=(np.float64, np.float32, np.uint8))
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)

@@ -13,23 +13,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._kernels import activation as act
+from ._kernels import conv as conv_kernels
 from ._kernels import dense as dense_kernels
 from ._kernels import dropout as dropout_kernels
+from ._kernels import norm as norm_kernels
+from ._kernels import pool as pool_kernels
 
 
 @dataclass
 class ParamSpec:
-    """One parameter array: its shape, whether L2 decays it, and its init bound."""
+    """One parameter array: its shape, whether L2 decays it, and how it starts.
+
+    It starts uniform in ``[-init_bound, init_bound]``, or at the constant ``fill``.
+    """
 
     name: str
     shape: tuple[int, ...]
     decay: bool
-    init_bound: float
+    init_bound: float = 0.0
+    fill: float | None = None
 
 
 # Per-batch references a layer keeps between its forward and backward passes, and its
 # views into the network's buffers: none of them belongs in a pickle.
-_TRANSIENT = {"params", "grads", "x", "y", "mask", "active"}
+_TRANSIENT = {"params", "grads", "x", "y", "mask", "active", "argmax", "x_hat"}
 
 
 class Layer:
@@ -114,12 +121,14 @@ class Activation(Layer):
         return {}  # forward and backward both work in place
 
     def forward(self, ws, x, training):
-        act.activation_forward(x, x, self.code)
-        self.y = x
+        flat = x.reshape(len(x), -1)  # the kernels see (batch, values): images too
+        act.activation_forward(flat, flat, self.code)
+        self.y = flat
         return x
 
     def backward(self, ws, dy, need_dx):
-        act.activation_backward(dy, dy, self.y, self.code)
+        flat = dy.reshape(len(dy), -1)
+        act.activation_backward(flat, flat, self.y, self.code)
         return dy
 
     def __repr__(self):
@@ -173,3 +182,154 @@ class Flatten(Layer):
 
     def backward(self, ws, dy, need_dx):
         return dy.reshape(len(dy), *self.input_shape)
+
+
+@dataclass(repr=False)
+class Conv2D(Layer):
+    """2-D convolution of (C, H, W) images; weights (F, C, K, K) as PyTorch lays them out."""
+
+    filters: int
+    kernel_size: int
+    stride: int = 1
+    padding: str = "valid"
+
+    def build(self, input_shape):
+        C, H, W = input_shape
+        K = self.kernel_size
+        H_out, W_out, self.pad_top, self.pad_left = conv_kernels.conv_output_shape(
+            H, W, K, self.stride, self.padding)
+        self.input_shape, self.output_shape = input_shape, (self.filters, H_out, W_out)
+        # Glorot uniform over receptive fields, as Keras initialises convolutions.
+        self.bound = float(np.sqrt(6.0 / ((C + self.filters) * K * K)))
+        return self.output_shape
+
+    def param_specs(self):
+        C, K = self.input_shape[0], self.kernel_size
+        return [ParamSpec("W", (self.filters, C, K, K), True, self.bound),
+                ParamSpec("b", (self.filters,), False, self.bound)]
+
+    def allocate(self, batch_size, dtype):
+        C, K = self.input_shape[0], self.kernel_size
+        _, H_out, W_out = self.output_shape
+        work = conv_kernels.conv2d_workspace_shape(batch_size, C, self.filters, K,
+                                                   self.stride, H_out, W_out)
+        return {**super().allocate(batch_size, dtype), "work": np.empty(work, dtype)}
+
+    def forward(self, ws, x, training):
+        self.x = x
+        y = ws["y"][: len(x)]
+        conv_kernels.conv2d_forward(y, ws["work"], x, self.params["W"], self.params["b"],
+                                    self.stride, self.pad_top, self.pad_left)
+        return y
+
+    def backward(self, ws, dy, need_dx):
+        dx = ws["dx"][: len(dy)]
+        conv_kernels.conv2d_backward(dx, self.grads["W"], self.grads["b"], ws["work"], self.x,
+                                     dy, self.params["W"], self.stride, self.pad_top,
+                                     self.pad_left, need_dx)
+        return dx
+
+    def __repr__(self):
+        C = self.input_shape[0]
+        return (f"Conv2D({C} -> {self.filters}, {self.kernel_size}x{self.kernel_size}, "
+                f"stride {self.stride}, {self.padding})")
+
+
+@dataclass(repr=False)
+class MaxPool2D(Layer):
+    """Max pooling over pool x pool windows (stride = pool unless given), no padding."""
+
+    pool: int
+    stride: int | None = None
+
+    def build(self, input_shape):
+        C, H, W = input_shape
+        stride = self.stride or self.pool
+        self.input_shape = input_shape
+        self.output_shape = (C, (H - self.pool) // stride + 1, (W - self.pool) // stride + 1)
+        return self.output_shape
+
+    def allocate(self, batch_size, dtype):
+        return {**super().allocate(batch_size, dtype),
+                "argmax": np.empty((batch_size, *self.output_shape), np.int64)}
+
+    def forward(self, ws, x, training):
+        y, self.argmax = ws["y"][: len(x)], ws["argmax"][: len(x)]
+        pool_kernels.maxpool2d_forward(y, self.argmax, x, self.pool, self.stride or self.pool)
+        return y
+
+    def backward(self, ws, dy, need_dx):
+        dx = ws["dx"][: len(dy)]
+        pool_kernels.maxpool2d_backward(dx, self.argmax, dy)
+        return dx
+
+    def __repr__(self):
+        return f"MaxPool2D({self.pool})"
+
+
+@dataclass(repr=False)
+class BatchNorm2D(Layer):
+    """Batch normalisation over channels; running statistics for prediction."""
+
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        C = input_shape[0]
+        self.running_mean, self.running_var = np.zeros(C), np.ones(C)
+        return self.output_shape
+
+    def param_specs(self):
+        C = self.input_shape[0]
+        return [ParamSpec("gamma", (C,), False, fill=1.0), ParamSpec("beta", (C,), False,
+                                                                       fill=0.0)]
+
+    def allocate(self, batch_size, dtype):
+        C = self.input_shape[0]
+        self.running_mean = self.running_mean.astype(dtype)
+        self.running_var = self.running_var.astype(dtype)
+        return {**super().allocate(batch_size, dtype),
+                "x_hat": np.empty((batch_size, *self.input_shape), dtype),
+                "inv_std": np.empty(C, dtype)}
+
+    def forward(self, ws, x, training):
+        y = ws["y"][: len(x)]
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if training:
+            self.x_hat = ws["x_hat"][: len(x)]
+            norm_kernels.batchnorm2d_forward_train(
+                y, self.running_mean, self.running_var, self.x_hat, ws["inv_std"], x, gamma,
+                beta, self.momentum, self.eps)
+        else:
+            norm_kernels.batchnorm2d_forward_eval(y, x, gamma, beta, self.running_mean,
+                                                  self.running_var, self.eps)
+        return y
+
+    def backward(self, ws, dy, need_dx):
+        dx = ws["dx"][: len(dy)]
+        norm_kernels.batchnorm2d_backward(dx, self.grads["gamma"], self.grads["beta"],
+                                          self.x_hat, ws["inv_std"], dy, self.params["gamma"])
+        return dx
+
+    def __repr__(self):
+        return f"BatchNorm2D({self.input_shape[0]})"
+
+
+class ChannelsFirst(Layer):
+    """(H, W, C) rows, as images are stored, to the (C, H, W) layout the kernels use."""
+
+    def build(self, input_shape):
+        H, W, C = input_shape
+        self.input_shape, self.output_shape = input_shape, (C, H, W)
+        return self.output_shape
+
+    def forward(self, ws, x, training):
+        y = ws["y"][: len(x)]
+        np.copyto(y, x.transpose(0, 3, 1, 2))
+        return y
+
+    def backward(self, ws, dy, need_dx):
+        dx = ws["dx"][: len(dy)]
+        np.copyto(dx, dy.transpose(0, 2, 3, 1))
+        return dx

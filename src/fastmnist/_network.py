@@ -94,8 +94,12 @@ class Network:
         """
         for i, spec in self._specs:
             offset = self._offsets[i, spec.name]
-            values = random_state.uniform(-spec.init_bound, spec.init_bound, spec.shape)
-            self.theta[offset:offset + values.size] = values.ravel()
+            size = int(np.prod(spec.shape))
+            if spec.fill is not None:  # e.g. batch-norm's scale 1 and shift 0: no draw
+                self.theta[offset:offset + size] = spec.fill
+            else:
+                values = random_state.uniform(-spec.init_bound, spec.init_bound, spec.shape)
+                self.theta[offset:offset + size] = values.ravel()
 
     # --- passes ---------------------------------------------------------------------------
 
