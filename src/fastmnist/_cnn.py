@@ -179,12 +179,11 @@ best_validation_score_, t_, n_features_in_, n_iter_, n_layers_, n_outputs_, out_
         if shape is None:
             side = math.isqrt(n_features)
             return (side, side, 1) if side * side == n_features else (1, n_features, 1)
-        shape = tuple(int(s) for s in shape)
-        if len(shape) == 2:
-            shape += (1,)
+        given = tuple(int(s) for s in shape)
+        shape = given + (1,) if len(given) == 2 else given
         if len(shape) != 3 or math.prod(shape) != n_features:
             raise ValueError(
-                f"image_shape {tuple(shape)} holds {math.prod(shape)} values per sample, "
+                f"image_shape {given} holds {math.prod(given)} values per sample, "
                 f"but X has {n_features} features"
             )
         return shape

@@ -1,0 +1,126 @@
+"""CNNClassifier: parameters, architecture, documented weight layout, inputs, accuracy."""
+
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+from naive import activation, softmax
+from naive_conv import conv2d_forward, maxpool2d_forward
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+
+from fastmnist import CNNClassifier, MLPClassifier, load_mnist
+
+
+def quiet_fit(model, X, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16, y
+
+
+def test_parameters():
+    params = inspect.signature(CNNClassifier).parameters
+    head = ["conv_filters", "kernel_size", "pool_size", "padding", "hidden_layer_sizes",
+            "dropout", "batch_norm", "activation", "image_shape"]
+    assert list(params)[:len(head)] == head
+    assert [p.default for p in list(params.values())[:len(head)]] == [
+        (32, 64), 3, 2, "valid", (), 0.5, False, "relu", None]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(params.values())[1:])
+    # Every training parameter of MLPClassifier, with its default.
+    mlp = inspect.signature(MLPClassifier).parameters
+    for name, p in mlp.items():
+        if name not in ("hidden_layer_sizes", "activation"):
+            assert params[name].default == p.default, name
+
+
+def test_defaults_build_the_keras_reference_model(digits):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((20, 784)), np.arange(20) % 10
+    model = quiet_fit(CNNClassifier(max_iter=1, random_state=0), X, y)
+    assert repr(model._state.network) == (
+        "Network(\n  Conv2D(1 -> 32, 3x3, stride 1, valid),\n  Activation('relu'),\n"
+        "  MaxPool2D(2),\n  Conv2D(32 -> 64, 3x3, stride 1, valid),\n  Activation('relu'),\n"
+        "  MaxPool2D(2),\n  Flatten(),\n  Dropout(0.5),\n  Dense(1600 -> 10),\n"
+        "  -> softmax\n)")
+    assert model._state.network.n_params == 34_826
+    assert [c.shape for c in model.coefs_] == [(32, 1, 3, 3), (64, 32, 3, 3), (1600, 10)]
+    assert [b.shape for b in model.intercepts_] == [(32,), (64,), (10,)]
+    assert model.n_layers_ == 4
+
+
+def test_predictions_follow_the_documented_layout():
+    # conv weights (F, C, K, K), NCHW, a channel-major flatten, dense weights (in, out):
+    # recompute predict_proba from coefs_ with the plain NumPy references.
+    rng = np.random.default_rng(1)
+    X, y = rng.random((40, 100)), np.arange(40) % 3
+    model = quiet_fit(CNNClassifier((4, 6), max_iter=3, random_state=0), X, y)
+    (w1, w2, w3), (b1, b2, b3) = model.coefs_, model.intercepts_
+    h = X.reshape(40, 1, 10, 10)
+    h, _ = maxpool2d_forward(activation("relu", conv2d_forward(h, w1, b1, 1, 0, 0, 8, 8)), 2, 2)
+    h, _ = maxpool2d_forward(activation("relu", conv2d_forward(h, w2, b2, 1, 0, 0, 2, 2)), 2, 2)
+    expected = softmax(h.reshape(40, -1) @ w3 + b3)  # dropout is off at prediction
+    np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_image_stacks_and_channels(digits):
+    X, y = digits
+    params = dict(conv_filters=(4,), max_iter=3, random_state=0)
+    flat = quiet_fit(CNNClassifier(**params), X, y)
+    stacked = quiet_fit(CNNClassifier(**params), X.reshape(-1, 8, 8), y)
+    np.testing.assert_array_equal(flat.predict_proba(X),
+                                  stacked.predict_proba(X.reshape(-1, 8, 8)))
+    rng = np.random.default_rng(0)
+    rgb = rng.random((30, 6, 5, 3))  # (n, H, W, C), not square
+    model = quiet_fit(CNNClassifier(**params), rgb, np.arange(30) % 2)
+    assert model.coefs_[0].shape == (4, 3, 3, 3)
+    assert model.n_features_in_ == 90
+    # (H, W, C) rows are what ChannelsFirst turns into (C, H, W): the same model on
+    # channel-first data with the same weights would see the same numbers.
+    assert repr(model._state.network).startswith("Network(\n  ChannelsFirst(),")
+    with pytest.raises(ValueError, match="image_shape \\(5, 5\\) holds 25 values"):
+        CNNClassifier(image_shape=(5, 5)).fit(X, y)
+
+
+def test_small_inputs_work(digits):
+    X, y = digits
+    model = quiet_fit(CNNClassifier(conv_filters=(16,), learning_rate_init=0.01, max_iter=30,
+                                    random_state=0), X[:1500], y[:1500])
+    assert model.score(X[1500:], y[1500:]) > 0.9
+    tabular = quiet_fit(CNNClassifier(max_iter=20, random_state=0), X[:, :5], y % 2)
+    assert "same" in repr(tabular._state.network)  # 1 x 5 rows: "same" padding, no pool
+    assert "MaxPool2D" not in repr(tabular._state.network)
+
+
+def test_batch_norm_and_hidden_layers(digits):
+    X, y = digits
+    model = quiet_fit(CNNClassifier((8,), batch_norm=True, hidden_layer_sizes=(32,),
+                                    batch_size=32, max_iter=30, random_state=0),
+                      X[:1500], y[:1500])
+    text = repr(model._state.network)
+    assert "BatchNorm2D(8)" in text and "Dense(72 -> 32)" in text
+    # Prediction uses the running statistics, not the batch's.
+    assert model.score(X[:1500], y[:1500]) > 0.95 and model.score(X[1500:], y[1500:]) > 0.88
+
+
+def test_same_random_state_same_weights_at_any_thread_count(digits):
+    X, y = digits
+    models = [quiet_fit(CNNClassifier((8, 16), batch_size=64, max_iter=2, random_state=3,
+                                      n_jobs=n_jobs), X, y) for n_jobs in (1, 2)]
+    for a, b in zip(models[0].coefs_, models[1].coefs_, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mnist_accuracy_floor_cnn_keras(shared_data):
+    # BENCHMARKS.md's cnn-keras: the defaults, Adam 1e-3, batch 128, 3 epochs.
+    X, y = load_mnist("train", return_X_y=True, download=False)
+    X_test, y_test = load_mnist("test", return_X_y=True, download=False)
+    model = quiet_fit(CNNClassifier(batch_size=128, max_iter=3, alpha=0.0, tol=0,
+                                    random_state=0), X, y)
+    assert model.score(X_test, y_test) >= 0.986
