@@ -77,10 +77,15 @@ class Layer:
 
 @dataclass(repr=False)
 class Dense(Layer):
-    """Fully connected: ``y = x W + b``, W of shape (in, out) as in scikit-learn."""
+    """Fully connected: ``y = x W + b``, W of shape (in, out) as in scikit-learn.
+
+    Weights start Glorot-uniform, bound sqrt(init_factor / (fan_in + fan_out)); biases
+    from the same distribution as scikit-learn draws them, or at zero as Keras starts them.
+    """
 
     units: int
-    init_factor: float = 6.0  # Glorot uniform: bound sqrt(factor / (fan_in + fan_out))
+    init_factor: float = 6.0
+    zero_bias: bool = False
 
     def build(self, input_shape):
         (fan_in,) = input_shape
@@ -90,7 +95,8 @@ class Dense(Layer):
 
     def param_specs(self):
         return [ParamSpec("W", (self.input_shape[0], self.units), True, self.bound),
-                ParamSpec("b", (self.units,), False, self.bound)]
+                ParamSpec("b", (self.units,), False, self.bound,
+                          fill=0.0 if self.zero_bias else None)]
 
     def forward(self, ws, x, training):
         self.x = x
@@ -205,8 +211,9 @@ class Conv2D(Layer):
 
     def param_specs(self):
         C, K = self.input_shape[0], self.kernel_size
+        # Biases start at zero, as Keras's reference model starts them.
         return [ParamSpec("W", (self.filters, C, K, K), True, self.bound),
-                ParamSpec("b", (self.filters,), False, self.bound)]
+                ParamSpec("b", (self.filters,), False, fill=0.0)]
 
     def allocate(self, batch_size, dtype):
         C, K = self.input_shape[0], self.kernel_size

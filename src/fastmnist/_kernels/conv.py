@@ -1,29 +1,28 @@
 """2-D convolution of NCHW images: ``conv2d_forward`` and ``conv2d_backward``.
 
-x (B, C, H, W), weights w (F, C, K, K), bias (F,), y (B, F, H', W'); stride and the zero
+x (B, C, H, W), weights w (F, C, K, K), bias (F,), y (B, F, H', W'). Stride and the zero
 padding at the top and left are integers (``conv_output_shape`` computes them; the bottom
-and right padding is whatever the output size implies). Sizes are Python ints.
+and right padding is whatever the output size implies); sizes are Python ints. Arrays are
+C-contiguous. ``work`` is the caller's scratch, shaped by ``conv2d_workspace_shape``.
 
-Each image is unrolled (im2col) into a per-group buffer of the caller's ``work`` array and
-multiplied with the weights by matrix-product loops written here:
+Per image, im2col and one BLAS product each (P = H' * W' pixels, CKK = C * K * K):
 
-- forward:  y_b (F, P) = W (F, CKK) . col_b (P, CKK)^T, dot products along CKK = C*K*K
-  (for small CKK, the first layer's 9, y_b = W @ colT_b with rows of P pixels instead);
-- dW:       dW (F, CKK) = sum over images of dy_b (F, P) . colT_b (CKK, P)^T, dot products
-  along the pixels of a chunk of images;
-- dx:       dcol_b (P, CKK) = dy_b^T (P, F) @ W (F, CKK), then col2im (scatter-add).
+- forward:  y_i (F, P) = W (F, CKK) @ colT_i (CKK, P), then + b;
+- dW:       dW (F, CKK) = sum over images of dy_i (F, P) @ colT_i.T;
+- dx:       dcolT_i (CKK, P) = W.T @ dy_i, then col2im (the adjoint of im2col).
 
-Why not BLAS: ``_config.threads`` keeps BLAS on one thread (OpenBLAS's bits depend on its
-thread count), and the machine's OpenBLAS runs AVX2 kernels, while Numba compiles for the
-host (AVX-512 here). Measured at the benchmark model's shapes (batch 128, 2 threads,
-float32; conv 1->32 3x3 on 28x28 without dx, conv 32->64 3x3 on 13x13 with dx), forward +
-backward: np.dot per image inside prange, im2col/col2im around it: 1.7 + 11.6 ms; one
-big np.dot per layer on 2 BLAS threads: 3.2 + 20 ms (libgomp and OpenBLAS threads take
-turns spinning); these loops: SEE_BELOW.
+The images are split into fixed groups, one prange task each, and every task calls
+single-threaded BLAS (``_config.threads`` caps BLAS at one thread, so call these inside
+it). Measured at the benchmark model's shapes (batch 128, float32, 2 threads; conv 1->32
+3x3 on 28x28 without dx, then 32->64 3x3 on 13x13 with dx), forward + backward:
 
-The 4 x 4 tiles are what makes the loops fast: sixteen dot products share each loaded row,
-and their running sums stay in vector registers (314 GFLOP/s against 190 for OpenBLAS on
-the forward product). The plain triple loop reaches 86.
+- this design: conv1 0.5 + 0.8 ms, conv2 3.4 + 6.8 ms;
+- one big product per layer, (F, CKK) @ (CKK, B*P), im2col/col2im in prange: BLAS then
+  runs on one thread, 5 ms per product of conv2 alone (15 ms for its three);
+- the products as Numba loops (c[i, :] += a[i, k] * b[k, :], 4 x 4 unrolled): 140-170
+  GFLOP/s on 2 threads against ~220 for OpenBLAS per image; loops of dot products with
+  4 x 4 register tiles reached 310, but vectorising a dot product needs fast-math's
+  "reassoc", which ``_config`` leaves out so that every build rounds the same way.
 """
 
 from __future__ import annotations
@@ -61,16 +60,32 @@ def conv_output_shape(H: int, W: int, K: int, stride: int,
     raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
-def conv2d_workspace_shape(batch: int, channels: int, filters: int, K: int, H_out: int,
-                           W_out: int) -> tuple[int, int]:
-    """Shape of the ``work`` array that both conv2d kernels take (same dtype as x)."""
-    return min(batch, _GROUPS), _work_length(channels * K * K, filters, H_out * W_out)
+def conv2d_workspace_shape(batch: int, channels: int, filters: int, K: int, stride: int,
+                           H_out: int, W_out: int) -> tuple[int, int]:
+    """Shape of the ``work`` array that both conv2d kernels take (dtype of x)."""
+    return min(batch, _GROUPS), _work_length(channels, filters, K, stride, H_out, W_out)
 
 
 @kernel
-def _work_length(ckk, filters, pixels):
-    # Per group: a partial dW (F, CKK), one image's dW (F, CKK), one image's colT (CKK, P).
-    return 2 * filters * ckk + ckk * pixels
+def _work_length(C, F, K, stride, H_out, W_out):
+    CKK1, H_pad, W_pad = C * K * K + 1, (H_out - 1) * stride + K, (W_out - 1) * stride + K
+    return 2 * F * CKK1 + CKK1 * H_out * W_out + C * H_pad * W_pad
+
+
+@kernel
+def _scratch(row, C, F, K, stride, H_out, W_out):
+    # A group's row of work -> its views: part, one (F, CKK + 1); colT (CKK + 1, H'*W');
+    # xp (C, H_pad, W_pad), the padded image
+    CKK1, H_pad, W_pad = C * K * K + 1, (H_out - 1) * stride + K, (W_out - 1) * stride + K
+    end_colT = 2 * F * CKK1 + CKK1 * H_out * W_out
+    return (row[:F * CKK1].reshape(F, CKK1), row[F * CKK1:2 * F * CKK1].reshape(F, CKK1),
+            row[2 * F * CKK1:end_colT].reshape(CKK1, H_out * W_out),
+            row[end_colT:end_colT + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
+
+
+# colT has a last row of ones, so that BLAS also does the bias: forward with (W | b) @ colT,
+# and db as the last column of dy_i @ colT.T (a plain loop summing dy cost as much as the
+# product of the first layer: without fast-math's "reassoc" a sum does not vectorise).
 
 
 @parallel_kernel
@@ -79,20 +94,19 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left):
     B, C, H, W = x.shape
     F, _, K, _ = w.shape
     H_out, W_out = y.shape[2], y.shape[3]
-    P, CKK = H_out * W_out, C * K * K
+    CKK = C * K * K
     G = work.shape[0]
-    if work.shape[1] < _work_length(CKK, F, P):
+    if work.shape[1] < _work_length(C, F, K, stride, H_out, W_out):
         raise ValueError("work is smaller than conv2d_workspace_shape")
-    wm = w.reshape(F, CKK)
     # Images are independent: each group of images (and its row of work) is one task.
     for g in prange(G):
-        colT = work[g, :CKK * P].reshape(CKK, P)
+        wb, _, colT, xp = _scratch(work[g], C, F, K, stride, H_out, W_out)
+        wb[:, :CKK] = w.reshape(F, CKK)
+        wb[:, CKK] = b
+        colT[CKK, :] = 1
         for i in range(g * B // G, (g + 1) * B // G):
-            _im2col(colT, x[i], K, stride, pad_top, pad_left, H_out, W_out)
-            yi = y[i].reshape(F, P)
-            np.dot(wm, colT, yi)
-            for f in range(F):
-                yi[f, :] += b[f]
+            _im2col(colT, _padded(xp, x[i], pad_top, pad_left), K, stride, H_out, W_out)
+            np.dot(wb, colT, y[i].reshape(F, H_out * W_out))
 
 
 @parallel_kernel
@@ -102,96 +116,136 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
     B, C, H, W = x.shape
     F, _, K, _ = w.shape
     H_out, W_out = dy.shape[2], dy.shape[3]
-    P, CKK = H_out * W_out, C * K * K
+    CKK = C * K * K
     G = work.shape[0]
-    if work.shape[1] < _work_length(CKK, F, P):
+    if work.shape[1] < _work_length(C, F, K, stride, H_out, W_out):
         raise ValueError("work is smaller than conv2d_workspace_shape")
     wm = w.reshape(F, CKK)
-    # One task per group of images: it owns its images' dx and its partial dW, so nothing
-    # is shared between threads.
+    # One task per group of images: it owns its images' dx and its partial (dW | db), so
+    # nothing is shared between threads.
     for g in prange(G):
-        part = work[g, :F * CKK].reshape(F, CKK)
-        dwi = work[g, F * CKK:2 * F * CKK].reshape(F, CKK)
-        colT = work[g, 2 * F * CKK:2 * F * CKK + CKK * P].reshape(CKK, P)
+        part, term, colT, xp = _scratch(work[g], C, F, K, stride, H_out, W_out)
         part[:] = 0
+        colT[CKK, :] = 1
         for i in range(g * B // G, (g + 1) * B // G):
-            dyi = dy[i].reshape(F, P)
-            _im2col(colT, x[i], K, stride, pad_top, pad_left, H_out, W_out)
-            np.dot(dyi, colT.T, dwi)
-            part += dwi
+            dyi = dy[i].reshape(F, H_out * W_out)
+            _im2col(colT, _padded(xp, x[i], pad_top, pad_left), K, stride, H_out, W_out)
+            np.dot(dyi, colT.T, term)
+            _add(part.reshape(part.size), term.reshape(term.size))
             if need_dx:
-                np.dot(wm.T, dyi, colT)  # colT is spent: it takes this image's dcolT
-                _col2im(dx[i], colT, K, stride, pad_top, pad_left, H_out, W_out)
-    # dW = the partial dWs added in group order, db = dy summed in image order; each thread
-    # owns whole filters.
+                np.dot(wm.T, dyi, colT[:CKK])  # colT is spent: it takes this image's dcolT
+                if _needs_padding(dx[i], xp, pad_top, pad_left):
+                    _col2im(xp, colT, K, stride, H_out, W_out)
+                    _unpad(dx[i], xp, pad_top, pad_left)
+                else:
+                    _col2im(dx[i], colT, K, stride, H_out, W_out)
+    # (dW | db) = the partial ones added in group order; each thread owns whole filters.
     dwm = dw.reshape(F, CKK)
     for f in prange(F):
-        dwm[f, :] = work[0, f * CKK:(f + 1) * CKK]
+        total = work[0, f * (CKK + 1):(f + 1) * (CKK + 1)].copy()
         for g in range(1, G):
-            dwm[f, :] += work[g, f * CKK:(f + 1) * CKK]
-        total = 0.0
-        for i in range(B):
-            for oy in range(H_out):
-                for ox in range(W_out):
-                    total += dy[i, f, oy, ox]
-        db[f] = total
+            _add(total, work[g, f * (CKK + 1):(f + 1) * (CKK + 1)])
+        dwm[f, :] = total[:CKK]
+        db[f] = total[CKK]
 
 
 @kernel
-def _im2col(cols, xi, K, stride, pad_top, pad_left, H_out, W_out):
-    # xi (C, H, W) -> cols (C*K*K, H'*W'): one row per (c, ky, kx), zeros in the padding
-    C, H, W = xi.shape
-    for c in range(C):
-        for ky in range(K):
-            for kx in range(K):
-                row = cols[(c * K + ky) * K + kx]
-                lo, hi, first, last = _inside(kx - pad_left, stride, W, W_out)
-                for oy in range(H_out):
-                    out = row[oy * W_out:(oy + 1) * W_out]
-                    iy = oy * stride + ky - pad_top
-                    if iy < 0 or iy >= H:
-                        out[:] = 0
-                        continue
-                    out[:lo] = 0
-                    # Views, not index arithmetic: an index Numba cannot prove >= 0 gets a
-                    # wraparound test that stops the copy from vectorising.
-                    out[lo:hi] = xi[c, iy, first:last:stride]
-                    out[hi:] = 0
+def _add(total, term):
+    # term (n,) -> total (n,) += term
+    for t in range(total.size):
+        total[t] += term[t]
+
+
+# With padding, the image is first copied into a zero-padded plane, so that im2col and
+# col2im index without bounds tests (those, or a view sliced per row, made them 2-6x
+# slower). The plane covers the windows exactly: (H' - 1) * stride + K rows.
 
 
 @kernel
-def _col2im(dxi, cols, K, stride, pad_top, pad_left, H_out, W_out):
-    # cols (C*K*K, H'*W') -> dxi (C, H, W): the adjoint of _im2col, adding overlaps
-    C, H, W = dxi.shape
+def _needs_padding(xi, xp, pad_top, pad_left):
+    return pad_top > 0 or pad_left > 0 or xp.shape[1] > xi.shape[1] or xp.shape[2] > xi.shape[2]
+
+
+@kernel
+def _padded(xp, xi, pad_top, pad_left):
+    # xi (C, H, W) -> xi itself when the windows fit in it, else xp (C, H_pad, W_pad) filled
+    # with xi moved down by pad_top and right by pad_left, zeros around it
+    if not _needs_padding(xi, xp, pad_top, pad_left):
+        return xi
+    rows, cols = _overlap(xi.shape[1], xp.shape[1], pad_top), _overlap(xi.shape[2],
+                                                                      xp.shape[2], pad_left)
+    xp[:] = 0
+    xp[:, rows[0] + pad_top:rows[1] + pad_top, cols[0] + pad_left:cols[1] + pad_left] = \
+        xi[:, rows[0]:rows[1], cols[0]:cols[1]]
+    return xp
+
+
+@kernel
+def _unpad(dxi, dxp, pad_top, pad_left):
+    # dxp (C, H_pad, W_pad) -> dxi (C, H, W): the adjoint of _padded
+    rows, cols = _overlap(dxi.shape[1], dxp.shape[1], pad_top), _overlap(dxi.shape[2],
+                                                                        dxp.shape[2], pad_left)
     dxi[:] = 0
-    for c in range(C):
-        for ky in range(K):
-            for kx in range(K):
-                row = cols[(c * K + ky) * K + kx]
-                lo, hi, first, last = _inside(kx - pad_left, stride, W, W_out)
-                for oy in range(H_out):
-                    iy = oy * stride + ky - pad_top
-                    if 0 <= iy < H:
-                        src = row[oy * W_out + lo:oy * W_out + hi]
-                        dst = dxi[c, iy, first:last:stride]
-                        for t in range(hi - lo):
-                            dst[t] += src[t]
+    dxi[:, rows[0]:rows[1], cols[0]:cols[1]] = \
+        dxp[:, rows[0] + pad_top:rows[1] + pad_top, cols[0] + pad_left:cols[1] + pad_left]
 
 
 @kernel
-def _inside(shift, stride, W, W_out):
-    # The outputs [lo, hi) whose input column ox * stride + shift lies in [0, W), and the
-    # slice [first:last:stride] of input columns they read.
-    lo = min(max(0, -(shift // stride)), W_out)
-    hi = max(lo, min(W_out, (W - 1 - shift) // stride + 1))
-    first = lo * stride + shift
-    return lo, hi, first, first + (hi - lo) * stride
+def _overlap(size, padded_size, pad):
+    # The input indices [start, stop) that land inside the padded plane.
+    start = min(max(0, -pad), size)
+    return start, max(start, min(size, padded_size - pad))
+
+
+# Stride 1 is passed on as a literal: once the loops are inlined, LLVM compiles them for a
+# unit stride, which runs 3x faster than a stride known only at run time.
+
+
+@kernel
+def _im2col(colT, xp, K, stride, H_out, W_out):
+    # xp (C, >= H_pad, >= W_pad) -> colT (C*K*K, H'*W'): one row per (c, ky, kx)
+    if stride == 1:
+        _im2col_loops(colT, xp, K, 1, H_out, W_out)
+    else:
+        _im2col_loops(colT, xp, K, stride, H_out, W_out)
+
+
+@kernel
+def _im2col_loops(colT, xp, K, stride, H_out, W_out):
+    for c in range(xp.shape[0]):
+        for ky in range(K):
+            for kx in range(K):
+                r = (c * K + ky) * K + kx
+                for oy in range(H_out):
+                    for ox in range(W_out):
+                        colT[r, oy * W_out + ox] = xp[c, oy * stride + ky, ox * stride + kx]
+
+
+@kernel
+def _col2im(dxp, colT, K, stride, H_out, W_out):
+    # colT (C*K*K, H'*W') -> dxp (C, >= H_pad, >= W_pad): the adjoint of _im2col
+    dxp[:] = 0
+    if stride == 1:
+        _col2im_loops(dxp, colT, K, 1, H_out, W_out)
+    else:
+        _col2im_loops(dxp, colT, K, stride, H_out, W_out)
+
+
+@kernel
+def _col2im_loops(dxp, colT, K, stride, H_out, W_out):
+    for c in range(dxp.shape[0]):
+        for ky in range(K):
+            for kx in range(K):
+                r = (c * K + ky) * K + kx
+                for oy in range(H_out):
+                    for ox in range(W_out):
+                        dxp[c, oy * stride + ky, ox * stride + kx] += colT[r, oy * W_out + ox]
 
 
 def _warmup(dtype) -> None:
     x, w, b = np.ones((2, 1, 3, 3), dtype), np.ones((2, 1, 2, 2), dtype), np.ones(2, dtype)
     y = np.empty((2, 2, 2, 2), dtype)
-    work = np.empty(conv2d_workspace_shape(2, 1, 2, 2, 2, 2), dtype)
+    work = np.empty(conv2d_workspace_shape(2, 1, 2, 2, 1, 2, 2), dtype)
     conv2d_forward(y, work, x, w, b, 1, 0, 0)
     conv2d_backward(np.empty_like(x), np.empty_like(w), np.empty_like(b), work, x, y, w, 1, 0,
                     0, True)

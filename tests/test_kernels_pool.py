@@ -1,0 +1,164 @@
+"""Pooling kernels against tests/naive_conv.py: awkward shapes, gradients, threads, NaN."""
+
+import naive_conv as naive
+import numpy as np
+import pytest
+from naive import numerical_gradient
+
+from fastmnist._config import threads
+from fastmnist._kernels import pool
+
+# (B, C, H, W, pool, stride): prime sizes, 1x1 outputs, overlapping windows (stride 1),
+# windows that leave rows and columns unread (7x5 with stride 2), pool 1.
+CASES = [
+    (1, 1, 2, 2, 2, 2),
+    (2, 3, 7, 5, 2, 2),
+    (2, 3, 7, 5, 3, 1),
+    (1, 3, 7, 5, 3, 3),
+    (3, 1, 5, 7, 2, 1),
+    (2, 2, 6, 6, 3, 2),
+    (1, 1, 3, 3, 3, 3),
+    (2, 1, 1, 1, 1, 1),
+]
+DTYPES = [np.float64, np.float32]
+
+
+def distinct(shape, dtype, seed=0):
+    """Values at least 1e-3 apart, so that finite differences never change a window's max."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(np.prod(shape)) * 1e-3 - 1.0).reshape(shape).astype(dtype)
+
+
+def max_forward(x, size, stride, kernel=pool.maxpool2d_forward):
+    B, C, H, W = x.shape
+    shape = (B, C, (H - size) // stride + 1, (W - size) // stride + 1)
+    y, argmax = np.full(shape, np.nan, x.dtype), np.full(shape, -1, np.int32)
+    kernel(y, argmax, x, size, stride)
+    return y, argmax
+
+
+def max_backward(x, argmax, dy, kernel=pool.maxpool2d_backward):
+    dx = np.full_like(x, np.nan)
+    kernel(dx, argmax, dy)
+    return dx
+
+
+def avg_forward(x, kernel=pool.global_avgpool_forward):
+    y = np.full(x.shape[:2], np.nan, x.dtype)
+    kernel(y, x)
+    return y
+
+
+def avg_backward(x, dy, kernel=pool.global_avgpool_backward):
+    dx = np.full_like(x, np.nan)
+    kernel(dx, dy)
+    return dx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_maxpool_matches_reference(case, dtype):
+    B, C, H, W, size, stride = case
+    rng = np.random.default_rng(1)
+    # Few distinct values: many ties, which go to the first maximum of the window.
+    x = rng.integers(0, 3, (B, C, H, W)).astype(dtype)
+    y, argmax = max_forward(x, size, stride)
+    want_y, want_argmax = naive.maxpool2d_forward(x, size, stride)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(argmax, want_argmax)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_allclose(max_backward(x, argmax, dy),
+                               naive.maxpool2d_backward(x.shape, want_argmax, dy),
+                               rtol=1e-12 if dtype == np.float64 else 1e-6, atol=0)
+
+
+def test_maxpool_ties_go_to_the_first_maximum_by_hand():
+    x = np.array([[[[1.0, 5.0, 5.0], [5.0, 2.0, 5.0], [0.0, 5.0, 1.0]]]])
+    y, argmax = max_forward(x, 2, 1)
+    np.testing.assert_array_equal(y, [[[[5.0, 5.0], [5.0, 5.0]]]])
+    # Windows at (0,0), (0,1), (1,0), (1,1): their first 5 in row-major order.
+    np.testing.assert_array_equal(argmax, [[[[1, 1], [3, 5]]]])
+    dx = max_backward(x, argmax, np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0, 3, 0], [3, 0, 4], [0, 0, 0]]]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_global_avgpool_matches_reference(case, dtype):
+    x = distinct(case[:4], dtype)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(avg_forward(x), naive.global_avgpool_forward(x), **tol)
+    dy = np.random.default_rng(2).standard_normal(case[:2]).astype(dtype)
+    np.testing.assert_allclose(avg_backward(x, dy), naive.global_avgpool_backward(x.shape, dy),
+                               **tol)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pool_gradients_by_finite_differences(case):
+    size, stride = case[4:]
+    x = distinct(case[:4], np.float64, seed=3)
+    rng = np.random.default_rng(4)
+    y, argmax = max_forward(x, size, stride)
+    R = rng.standard_normal(y.shape)  # loss = sum(y * R)
+    np.testing.assert_allclose(
+        max_backward(x, argmax, R),
+        numerical_gradient(lambda: (max_forward(x, size, stride)[0] * R).sum(), x),
+        rtol=1e-7, atol=1e-9)
+    R = rng.standard_normal(case[:2])
+    np.testing.assert_allclose(avg_backward(x, R),
+                               numerical_gradient(lambda: (avg_forward(x) * R).sum(), x),
+                               rtol=1e-7, atol=1e-9)
+
+
+def run_all(x, dy_max, dy_avg, size, stride, twin="__call__"):
+    """Every pooling output, from the kernels or from their ``twin``."""
+    kernels = [getattr(k, twin) for k in (pool.maxpool2d_forward, pool.maxpool2d_backward,
+                                          pool.global_avgpool_forward,
+                                          pool.global_avgpool_backward)]
+    y, argmax = max_forward(x, size, stride, kernels[0])
+    return [y, argmax, max_backward(x, argmax, dy_max, kernels[1]), avg_forward(x, kernels[2]),
+            avg_backward(x, dy_avg, kernels[3])]
+
+
+@pytest.fixture
+def thread_inputs():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 5, 13, 11)).astype(np.float32)
+    dy_max = rng.standard_normal((9, 5, 6, 5)).astype(np.float32)  # pool 3, stride 2
+    dy_avg = rng.standard_normal((9, 5)).astype(np.float32)
+    return x, dy_max, dy_avg, 3, 2
+
+
+def test_pool_parallel_and_serial_twins_agree_exactly(thread_inputs):
+    parallel = run_all(*thread_inputs, twin="parallel")
+    for got, want in zip(run_all(*thread_inputs, twin="serial"), parallel, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pool_same_bits_on_1_and_2_threads(thread_inputs):
+    with threads(1):
+        one = run_all(*thread_inputs)
+    with threads(2):
+        two = run_all(*thread_inputs)
+    for got, want in zip(two, one, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("position", [(0, 0), (1, 1), (2, 3)])
+def test_pool_propagates_nan(position):
+    x = distinct((2, 1, 4, 4), np.float64)
+    x[1, 0][position] = np.nan
+    y, argmax = max_forward(x, 2, 2)
+    want_y, want_argmax = naive.maxpool2d_forward(x, 2, 2)
+    assert np.isnan(y).sum() == 1 and not np.isnan(y[0]).any()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want_y))
+    np.testing.assert_array_equal(argmax, want_argmax)
+    dx = max_backward(x, argmax, np.ones_like(y))
+    assert dx[1, 0][position] == 1.0
+    pooled = avg_forward(x)
+    assert np.isnan(pooled[1, 0]) and not np.isnan(pooled[0, 0])
+
+
+def test_pool_warmup():
+    for dtype in DTYPES:
+        pool._warmup(np.dtype(dtype))
