@@ -155,3 +155,152 @@ def test_softmax_cross_entropy(benchmark, request, impl, B):
             torch.nn.functional.cross_entropy(tz, ty).backward()
 
         run(benchmark, impl, 0, step)
+
+
+# --- convolution and pooling at the cnn-keras shapes (batch 128) ---------------------------
+
+CONV_LAYERS = {  # name: (C, H, F, need_dx)
+    "conv1 1->32 3x3 on 28x28 (no dx)": (1, 28, 32, False),
+    "conv2 32->64 3x3 on 13x13": (32, 13, 64, True),
+}
+
+
+def conv_flops(B, C, H, F, K, need_dx):
+    H_out = H - K + 1
+    one_pass = 2 * B * F * H_out * H_out * C * K * K
+    return one_pass * (3 if need_dx else 2)
+
+
+@pytest.mark.parametrize("layer", list(CONV_LAYERS))
+@pytest.mark.parametrize("impl", ["fastmnist", "torch"])
+def test_conv2d(benchmark, request, impl, layer):
+    C, H, F, need_dx = CONV_LAYERS[layer]
+    B, K = 128, 3
+    benchmark.group = f"{layer}, batch {B}, forward+backward"
+    x, w, b, dy = arrays((B, C, H, H), (F, C, K, K), F, (B, F, H - K + 1, H - K + 1))
+    flops = conv_flops(B, C, H, F, K, need_dx)
+    if impl == "fastmnist":
+        from fastmnist._kernels import conv
+
+        request.getfixturevalue("fastmnist_threads")
+        y, dx, dw, db = np.empty_like(dy), np.empty_like(x), np.empty_like(w), np.empty_like(b)
+        work = np.empty(conv.conv2d_workspace_shape(B, C, F, K, 1, H - K + 1, H - K + 1),
+                        np.float32)
+
+        def step():
+            conv.conv2d_forward(y, work, x, w, b, 1, 0, 0)
+            conv.conv2d_backward(dx, dw, db, work, x, dy, w, 1, 0, 0, need_dx)
+
+        run(benchmark, impl, flops, step)
+    else:
+        torch = request.getfixturevalue("torch_module")
+        tx = torch.from_numpy(x).requires_grad_(need_dx)
+        tw, tb = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
+        tdy = torch.from_numpy(dy)
+
+        def step():
+            tx.grad = tw.grad = tb.grad = None
+            torch.nn.functional.conv2d(tx, tw, tb).backward(tdy)
+
+        run(benchmark, impl, flops, step)
+
+
+@pytest.mark.parametrize("C, H", [(32, 26), (64, 11)])
+@pytest.mark.parametrize("impl", ["fastmnist", "torch"])
+def test_maxpool(benchmark, request, impl, C, H):
+    B = 128
+    benchmark.group = f"maxpool 2 on ({B}, {C}, {H}, {H}), forward+backward"
+    x, dy = arrays((B, C, H, H), (B, C, H // 2, H // 2))
+    if impl == "fastmnist":
+        from fastmnist._kernels import pool
+
+        request.getfixturevalue("fastmnist_threads")
+        y, argmax, dx = np.empty_like(dy), np.empty(dy.shape, np.int64), np.empty_like(x)
+
+        def step():
+            pool.maxpool2d_forward(y, argmax, x, 2, 2)
+            pool.maxpool2d_backward(dx, argmax, dy)
+
+        run(benchmark, impl, 0, step)
+    else:
+        torch = request.getfixturevalue("torch_module")
+        tx, tdy = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dy)
+
+        def step():
+            tx.grad = None
+            torch.nn.functional.max_pool2d(tx, 2).backward(tdy)
+
+        run(benchmark, impl, 0, step)
+
+
+@pytest.mark.parametrize("impl", ["fastmnist", "torch"])
+def test_cnn_keras_conv_stack(benchmark, request, impl):
+    # The issue-3 target: conv1 -> relu -> pool -> conv2 -> relu -> pool, forward and
+    # backward at batch 128, against PyTorch's conv2d + autograd on the same shapes.
+    benchmark.group = "cnn-keras conv stack (conv-relu-pool x2), batch 128, forward+backward"
+    B = 128
+    x, w1, b1, w2, b2 = arrays((B, 1, 28, 28), (32, 1, 3, 3), 32, (64, 32, 3, 3), 64)
+    dy = arrays((B, 64, 5, 5), seed=1)[0]
+    flops = conv_flops(B, 1, 28, 32, 3, False) + conv_flops(B, 32, 13, 64, 3, True)
+    if impl == "fastmnist":
+        from fastmnist._layers import Activation, Conv2D, MaxPool2D
+        from fastmnist._network import Network
+
+        request.getfixturevalue("fastmnist_threads")
+        layers = [Conv2D(32, 3), Activation("relu"), MaxPool2D(2), Conv2D(64, 3),
+                  Activation("relu"), MaxPool2D(2)]
+        net = Network(layers, (1, 28, 28), "softmax")
+        net.initialize(np.random.RandomState(0))
+        net._reserve(B)
+
+        def step():
+            h = x
+            for layer, ws in zip(net.layers, net._workspaces, strict=True):
+                h = layer.forward(ws, h, True)
+            d = dy.copy()
+            for i in range(len(net.layers) - 1, -1, -1):
+                d = net.layers[i].backward(net._workspaces[i], d, i > 0)
+
+        run(benchmark, impl, flops, step)
+    else:
+        torch = request.getfixturevalue("torch_module")
+        F = torch.nn.functional
+        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        params = [torch.from_numpy(a).requires_grad_() for a in (w1, b1, w2, b2)]
+
+        def step():
+            for p in params:
+                p.grad = None
+            h = F.max_pool2d(F.relu(F.conv2d(tx, params[0], params[1])), 2)
+            h = F.max_pool2d(F.relu(F.conv2d(h, params[2], params[3])), 2)
+            h.backward(tdy)
+
+        run(benchmark, impl, flops, step)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_adam_step(benchmark, request, impl):
+    benchmark.group = "Adam step over the 111,146 parameters of mlp-seed"
+    theta, grad = arrays(111_146, 111_146)
+    if impl == "fastmnist":
+        from fastmnist._kernels import optim
+
+        request.getfixturevalue("fastmnist_threads")
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        run(benchmark, impl, 0, optim.adam_step, theta, m, v, grad, 1e-3, 0.9, 0.999, 1e-8,
+            10, 0.0, 0)
+    elif impl == "numpy":
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+
+        def step():  # scikit-learn's AdamOptimizer, as NumPy expressions
+            m[:] = 0.9 * m + 0.1 * grad
+            v[:] = 0.999 * v + 0.001 * grad * grad
+            theta[:] -= 1e-3 * m / (np.sqrt(v) + 1e-8)
+
+        run(benchmark, impl, 0, step)
+    else:
+        torch = request.getfixturevalue("torch_module")
+        p = torch.from_numpy(theta).requires_grad_()
+        p.grad = torch.from_numpy(grad)
+        opt = torch.optim.Adam([p], lr=1e-3)
+        run(benchmark, impl, 0, opt.step)
