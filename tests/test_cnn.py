@@ -5,8 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from naive import activation, softmax
-from naive_conv import conv2d_forward, maxpool2d_forward
+from naive import activation, conv2d_forward, maxpool2d_forward, softmax
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 

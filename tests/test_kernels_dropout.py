@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from naive_misc import dropout, dropout_mask
+from naive import dropout, dropout_mask
 
 from fastmnist._config import threads
 from fastmnist._kernels import dropout as module

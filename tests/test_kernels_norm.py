@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from naive_misc import batchnorm_backward, batchnorm_eval, batchnorm_train
+from naive import batchnorm_backward, batchnorm_eval, batchnorm_train
 
 from fastmnist._config import threads
 from fastmnist._kernels.norm import (

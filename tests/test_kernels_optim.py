@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from naive_misc import adam, sgd
+from naive import adam, sgd
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
 from fastmnist._config import threads

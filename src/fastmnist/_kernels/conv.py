@@ -5,23 +5,25 @@ padding at the top and left are integers (``conv_output_shape`` computes them; t
 and right padding is whatever the output size implies); sizes are Python ints. Arrays are
 C-contiguous. ``work`` is the caller's scratch, shaped by ``conv2d_workspace_shape``.
 
-Per image, im2col and one BLAS product each (P = H' * W' pixels, CKK = C * K * K):
+Per image, im2col and one BLAS product each (P = H' * W' pixels, CKK = C * K * K; colT
+ends with a row of ones, so that BLAS adds the bias and sums db too):
 
-- forward:  y_i (F, P) = W (F, CKK) @ colT_i (CKK, P), then + b;
-- dW:       dW (F, CKK) = sum over images of dy_i (F, P) @ colT_i.T;
+- forward:  y_i (F, P) = (W | b) (F, CKK + 1) @ colT_i (CKK + 1, P);
+- dW, db:   (dW | db) = sum over images of dy_i (F, P) @ colT_i.T;
 - dx:       dcolT_i (CKK, P) = W.T @ dy_i, then col2im (the adjoint of im2col).
 
-The images are split into fixed groups, one prange task each, and every task calls
-single-threaded BLAS (``_config.threads`` caps BLAS at one thread, so call these inside
-it). Measured at the benchmark model's shapes (batch 128, float32, 2 threads; conv 1->32
-3x3 on 28x28 without dx, then 32->64 3x3 on 13x13 with dx), forward + backward:
+The images are split into fixed groups, one prange task each, and every task calls BLAS,
+which ``_config.threads`` keeps on one thread: call these kernels inside it (outside, each
+task would start BLAS threads of its own). Measured at the benchmark model's shapes
+(batch 128, float32, 2 threads; conv 1->32 3x3 on 28x28 without dx, then 32->64 3x3 on
+13x13 with dx), forward + backward, best of 30:
 
-- this design: conv1 0.5 + 0.8 ms, conv2 3.4 + 6.8 ms;
-- one big product per layer, (F, CKK) @ (CKK, B*P), im2col/col2im in prange: BLAS then
-  runs on one thread, 5 ms per product of conv2 alone (15 ms for its three);
-- the products as Numba loops (c[i, :] += a[i, k] * b[k, :], 4 x 4 unrolled): 140-170
-  GFLOP/s on 2 threads against ~220 for OpenBLAS per image; loops of dot products with
-  4 x 4 register tiles reached 310, but vectorising a dot product needs fast-math's
+- this design: conv1 0.45 + 0.61 ms, conv2 3.4 + 6.5 ms (of which BLAS 2.9 + 5.6);
+- one big product per layer, (F, CKK) @ (CKK, B * P): BLAS is on one thread, so conv2's
+  three products alone take 15 ms;
+- the products as Numba loops (c[i, :] += a[i, k] * b[k, :], 4 x 4 unrolled) instead of
+  BLAS: conv2's take 4.1 + 3.3 + 3.5 ms. Loops of dot products with 4 x 4 register tiles
+  did the forward one in 1.9 ms, but a dot product only vectorises with fast-math's
   "reassoc", which ``_config`` leaves out so that every build rounds the same way.
 """
 
@@ -35,9 +37,9 @@ from numba import prange
 from ._jit import kernel, parallel_kernel
 
 # The batch is split into at most this many groups of consecutive images, each a task with
-# its own row of ``work`` and its own partial dW. The split depends on the batch size only,
-# never on the thread count, and the partial dWs are added in group order: the same bits at
-# any thread count. Sixteen groups keep 2, 4 or 8 threads evenly loaded.
+# its own row of ``work`` and its own partial (dW | db). The split depends on the batch size
+# only, never on the thread count, and the partials are added in group order: the same bits
+# at any thread count. Sixteen groups keep 2, 4 or 8 threads evenly loaded.
 _GROUPS = 16
 
 
@@ -74,8 +76,9 @@ def _work_length(C, F, K, stride, H_out, W_out):
 
 @kernel
 def _scratch(row, C, F, K, stride, H_out, W_out):
-    # A group's row of work -> its views: part, one (F, CKK + 1); colT (CKK + 1, H'*W');
-    # xp (C, H_pad, W_pad), the padded image
+    # A group's row of work -> its views: two (F, CKK + 1) (a partial (dW | db) and one
+    # image's term of it, or (W | b)), colT (CKK + 1, H'*W'), the padded image (C, H_pad,
+    # W_pad)
     CKK1, H_pad, W_pad = C * K * K + 1, (H_out - 1) * stride + K, (W_out - 1) * stride + K
     end_colT = 2 * F * CKK1 + CKK1 * H_out * W_out
     return (row[:F * CKK1].reshape(F, CKK1), row[F * CKK1:2 * F * CKK1].reshape(F, CKK1),
@@ -142,11 +145,12 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
     # (dW | db) = the partial ones added in group order; each thread owns whole filters.
     dwm = dw.reshape(F, CKK)
     for f in prange(F):
-        total = work[0, f * (CKK + 1):(f + 1) * (CKK + 1)].copy()
+        start = f * (CKK + 1)
+        dwm[f, :] = work[0, start:start + CKK]
+        db[f] = work[0, start + CKK]
         for g in range(1, G):
-            _add(total, work[g, f * (CKK + 1):(f + 1) * (CKK + 1)])
-        dwm[f, :] = total[:CKK]
-        db[f] = total[CKK]
+            _add(dwm[f], work[g, start:start + CKK])
+            db[f] += work[g, start + CKK]
 
 
 @kernel

@@ -61,13 +61,12 @@ def maxpool2d_backward(dx, argmax, dy):
     H_out, W_out = dy.shape[2], dy.shape[3]
     for bc in prange(B * C):
         b, c = bc // C, bc % C
-        plane = dx[b, c]
+        plane = dx[b, c].reshape(H * W)
         plane[:] = 0
         # Overlapping windows (stride < pool) add into the same input, in output order.
         for oy in range(H_out):
             for ox in range(W_out):
-                where = argmax[b, c, oy, ox]
-                plane[where // W, where % W] += dy[b, c, oy, ox]
+                plane[argmax[b, c, oy, ox]] += dy[b, c, oy, ox]
 
 
 @parallel_kernel
@@ -97,7 +96,7 @@ def global_avgpool_backward(dx, dy):
 
 def _warmup(dtype) -> None:
     x = np.arange(16, dtype=dtype).reshape(1, 1, 4, 4)
-    y, argmax = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), np.int32)
+    y, argmax = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), np.int64)
     maxpool2d_forward(y, argmax, x, 2, 2)
     maxpool2d_backward(np.empty_like(x), argmax, y)
     pooled = np.empty((1, 1), dtype)
