@@ -3,6 +3,10 @@
 The matrix products go to BLAS through ``np.dot`` inside the kernel (sgemm for float32),
 which ``_config.threads`` keeps on one thread so that results do not depend on the thread
 count; the bias and its gradient are prange loops over rows and column blocks.
+
+BLAS against a prange loop nest (each thread owning rows of the output), forward and
+backward, 2 threads: 784->128 at batch 32 227 us against 745 us, at batch 128 0.69 ms
+against 2.91 ms (docs/benchmarks/kernels.md). BLAS is kept.
 """
 
 import numpy as np
