@@ -8,7 +8,19 @@
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel
+from ._jit import kernel, parallel_kernel
+
+
+@kernel
+def _checked_weight_sum(labels, n_classes, sample_weight):
+    # labels (B,), sample_weight (B,) -> sum(sample_weight), after checking every label.
+    # Serial, in row order: the loss is then the same for any thread count.
+    total = 0.0
+    for i in range(labels.shape[0]):
+        if labels[i] < 0 or labels[i] >= n_classes:
+            raise ValueError("cross-entropy: a label is outside [0, n_classes)")
+        total += sample_weight[i]
+    return total
 
 
 @parallel_kernel
@@ -17,14 +29,9 @@ def softmax_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
     # row_loss (B,) scratch; returns the weighted mean loss sum(w * loss) / sum(w).
     # dlogits is the gradient of that mean: w_i * (softmax(z_i) - onehot(label_i)) / sum(w).
     n, n_classes = logits.shape
-    for i in range(n):
-        if labels[i] < 0 or labels[i] >= n_classes:
-            raise ValueError("softmax_cross_entropy: a label is outside [0, n_classes)")
     # Sums over the batch run serially in row order, so the loss is the same for any
     # thread count; the per-row work (exp, log) is what runs in parallel.
-    weight_sum = 0.0
-    for i in range(n):
-        weight_sum += sample_weight[i]
+    weight_sum = _checked_weight_sum(labels, n_classes, sample_weight)
     for i in prange(n):
         # Subtracting the row maximum keeps exp() in range for logits of +-1e4.
         row_max = logits[i, 0]
@@ -69,12 +76,7 @@ def logistic_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
     # logits (B, 1), labels (B,) in {0, 1}, sample_weight (B,) -> dlogits (B, 1),
     # row_loss (B,) scratch; returns sum(w * loss) / sum(w), as softmax_cross_entropy.
     n = logits.shape[0]
-    for i in range(n):
-        if labels[i] < 0 or labels[i] > 1:
-            raise ValueError("logistic_cross_entropy: a label is outside {0, 1}")
-    weight_sum = 0.0
-    for i in range(n):
-        weight_sum += sample_weight[i]
+    weight_sum = _checked_weight_sum(labels, 2, sample_weight)
     for i in prange(n):
         z = logits[i, 0]
         # loss = log(1 + exp(-z)) for label 1, log(1 + exp(z)) for label 0, computed as
