@@ -202,7 +202,6 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         if first_pass:
             state = self._new_state(X, n_outputs, random_state)
         else:
-            self._check_compatible(X)
             state = copy.deepcopy(self._state)  # nothing of the fitted model changes yet
             if not incremental and self.solver in _STOCHASTIC_SOLVERS:
                 state.optimizer = self._make_optimizer(state.network)
@@ -274,10 +273,6 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                        self.power_t)
         return Adam(network.n_params, network.dtype, self.learning_rate_init, self.beta_1,
                     self.beta_2, self.epsilon)
-
-    def _check_compatible(self, X):
-        if X.shape[1] != self.n_features_in_:  # pragma: no cover - validate_data checks
-            raise ValueError(f"X has {X.shape[1]} features, expected {self.n_features_in_}")
 
     def _to_input(self, xb):
         """A gathered batch (n, n_features) as the network's input (n, *input_shape)."""
