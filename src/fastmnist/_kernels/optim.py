@@ -16,10 +16,11 @@ Scalars are Python floats (``nesterov`` a bool, ``t`` and ``n_decay`` ints) and 
 to the buffers' dtype, as NumPy does when scikit-learn multiplies a float32 array by a float.
 
 The loops use only scalars that arrive as arguments, never ones derived in the kernel: the
-serial twin compiles the set-up and the loop as one function, and fast-math (``reassoc``)
-would fold their relations into the loop (``beta * m + (1 - beta) * g`` into a different
-rounding, ``lr_t``'s bias correction into the divisor), while the parallel loop receives them
-as opaque values, so the twins would round differently. Hence ``adam_step`` computes ``lr_t``
+serial twin compiles the set-up and the loop as one function, and fast-math is free to fold
+their relations into the loop (``beta * m + (1 - beta) * g`` into a different rounding,
+``lr_t``'s bias correction into the divisor; it did while ``_config`` allowed ``reassoc``),
+while the parallel loop receives them as opaque values, so the twins would round
+differently. Hence ``adam_step`` computes ``lr_t``
 and ``1 - beta`` in Python and ``_adam_update`` takes them.
 """
 
