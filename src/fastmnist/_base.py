@@ -101,7 +101,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         """Return ``(layers, input_shape)`` for rows of ``n_features`` values."""
         raise NotImplementedError
 
-    def _as_rows(self, X):
+    def _as_rows(self, X, fitting: bool = False):
         """X as the (n_samples, n_features) rows scikit-learn validates (CNN: images)."""
         return X
 
@@ -158,9 +158,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         """Probability of each class, columns ordered as ``classes_``."""
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        X, divisor = _as_network_input(X, self._state.network.dtype)
+        X = _as_network_input(X, self._state.network.dtype)
         with threads(self.n_jobs):
-            return self._predict_proba_with(self._state, X, divisor)
+            return self._predict_proba_with(self._state, X)
 
     def predict_log_proba(self, X):
         """Natural logarithm of ``predict_proba``."""
@@ -185,8 +185,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental: bool):
         first_pass = not hasattr(self, "_state") or (not self.warm_start and not incremental)
-        X, y = validate_data(self, self._as_rows(X), y, reset=first_pass, order="C",
-                             dtype=(np.float64, np.float32, np.uint8))
+        X, y = validate_data(self, self._as_rows(X, fitting=True), y, reset=first_pass,
+                             order="C", dtype=(np.float64, np.float32, np.uint8))
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         classes = self._fit_classes(y, incremental, first_pass)
@@ -205,14 +205,13 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             state = copy.deepcopy(self._state)  # nothing of the fitted model changes yet
             if not incremental and self.solver in _STOCHASTIC_SOLVERS:
                 state.optimizer = self._make_optimizer(state.network)
-        X, divisor = _as_network_input(X, state.network.dtype)
+        X = _as_network_input(X, state.network.dtype)
 
         with threads(self.n_jobs):
             if self.solver == "lbfgs":
-                self._fit_lbfgs(state, X, divisor, codes, weights)
+                self._fit_lbfgs(state, X, codes, weights)
             else:
-                self._fit_stochastic(state, X, divisor, codes, weights, random_state,
-                                     incremental)
+                self._fit_stochastic(state, X, codes, weights, random_state, incremental)
         if not np.isfinite(state.network.theta).all():
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may contain "
@@ -223,17 +222,17 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_classes(self, y, incremental, first_pass):
+        seen = unique_labels(y)
         if incremental and hasattr(self, "_classes_for_partial_fit") and first_pass:
             classes = self._classes_for_partial_fit
         elif incremental or (self.warm_start and not first_pass):
             classes = self.classes_
         else:
-            classes = unique_labels(y)
-        unknown = np.setdiff1d(unique_labels(y), classes)
-        if len(unknown):
+            classes = seen
+        if len(np.setdiff1d(seen, classes)):
             raise ValueError(
                 f"`y` has classes not in `self.classes_`. `self.classes_` has {classes}. "
-                f"'y' has {unique_labels(y)}."
+                f"'y' has {seen}."
             )
         if len(classes) < 2:
             raise ValueError(
@@ -241,11 +240,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 f"contains only one class: {classes[0]!r}"
             )
         if self.warm_start and not incremental and not first_pass and not np.array_equal(
-                classes, unique_labels(y)):
+                classes, seen):
             raise ValueError(
                 "warm_start can only be used where `y` has the same classes as in the "
-                f"previous call to fit. Previously got {self.classes_}, `y` has "
-                f"{unique_labels(y)}"
+                f"previous call to fit. Previously got {self.classes_}, `y` has {seen}"
             )
         return classes
 
@@ -278,15 +276,15 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         """A gathered batch (n, n_features) as the network's input (n, *input_shape)."""
         return xb.reshape(len(xb), *self._input_shape)
 
-    def _batch_loss(self, network, xb, codes, weights) -> float:
+    def _batch_loss(self, network, xb, codes, weights, weight_sum: float) -> float:
         """Loss of one batch with the L2 term, as scikit-learn adds it; fills the gradient."""
         loss = network.loss_and_gradient(self._to_input(xb), codes, weights)
         if self.alpha:
             decayed = network.theta[:network.n_decay]
-            loss += 0.5 * self.alpha * float(np.dot(decayed, decayed)) / float(weights.sum())
+            loss += 0.5 * self.alpha * float(np.dot(decayed, decayed)) / weight_sum
         return loss
 
-    def _fit_stochastic(self, state, X, divisor, codes, weights, random_state, incremental):
+    def _fit_stochastic(self, state, X, codes, weights, random_state, incremental):
         network = state.network
         X_val = codes_val = w_val = None
         if self.early_stopping:
@@ -306,8 +304,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                               "It is going to be clipped", stacklevel=2)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        batches = Minibatches(X, codes, batch_size, divisor=divisor,
-                              n_threads=effective_n_jobs(self.n_jobs))
+        batches = Minibatches(X, codes, batch_size, n_threads=effective_n_jobs(self.n_jobs))
         weight_buffer = np.empty(batch_size, network.dtype)
         weights = weights.astype(network.dtype)
         progress = _progress(self.verbose, len(batches))
@@ -318,16 +315,17 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 accumulated, start = 0.0, time.perf_counter()
                 for xb, yb, index in batches.epoch(seed):
                     wb = np.take(weights, index, out=weight_buffer[:len(index)])
-                    accumulated += self._batch_loss(network, xb, yb, wb) * len(index)
-                    l2 = self.alpha / float(wb.sum())
-                    state.optimizer.step(network.theta, network.grad, l2, network.n_decay)
+                    weight_sum = float(wb.sum())
+                    accumulated += self._batch_loss(network, xb, yb, wb, weight_sum) * len(index)
+                    state.optimizer.step(network.theta, network.grad, self.alpha / weight_sum,
+                                         network.n_decay)
                     _advance(progress)
                 state.n_iter += 1
                 state.loss = accumulated / n_samples
                 state.t += n_samples
                 state.loss_curve.append(state.loss)
                 if self.early_stopping:
-                    self._track_validation(state, X_val, divisor, codes_val, w_val)
+                    self._track_validation(state, X_val, codes_val, w_val)
                 else:
                     self._track_loss(state)
                 _report(progress, self.verbose, state, n_samples / (time.perf_counter() - start))
@@ -361,9 +359,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             state.no_improvement_count = 0
         state.best_loss = min(state.best_loss, state.loss_curve[-1])
 
-    def _track_validation(self, state, X_val, divisor, codes_val, w_val):
+    def _track_validation(self, state, X_val, codes_val, w_val):
         # Accuracy on label codes is accuracy on labels: codes index classes_.
-        predicted = np.argmax(self._predict_proba_with(state, X_val, divisor), axis=1)
+        predicted = np.argmax(self._predict_proba_with(state, X_val), axis=1)
         score = accuracy_score(codes_val, predicted, sample_weight=w_val)
         state.validation_scores.append(score)
         if self.verbose:
@@ -376,29 +374,29 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             state.best_validation_score = score
             state.best_theta = state.network.theta.copy()
 
-    def _predict_proba_with(self, state, X, divisor):
+    def _predict_proba_with(self, state, X):
         n_classes = max(2, state.network.output_shape[0])
         out = np.empty((len(X), n_classes), state.network.dtype)
-        batches = Minibatches(X, None, _PREDICT_CHUNK, divisor=divisor)
+        batches = Minibatches(X, None, _PREDICT_CHUNK)
         start = 0
         for xb, _, _ in batches.epoch(seed=None):
             state.network.predict_proba(self._to_input(xb), out[start:start + len(xb)])
             start += len(xb)
         return out
 
-    def _fit_lbfgs(self, state, X, divisor, codes, weights):
+    def _fit_lbfgs(self, state, X, codes, weights):
         network = state.network
-        batches = Minibatches(X, codes, len(X), divisor=divisor)
+        batches = Minibatches(X, codes, len(X))
         xb, yb, _ = next(batches.epoch(seed=None))  # the whole set: one full batch
         weights = weights.astype(network.dtype)
+        weight_sum = float(weights.sum())
         grad = np.empty(network.n_params, np.float64)
 
         def loss_and_grad(theta):
             network.theta[:] = theta
-            loss = self._batch_loss(network, xb, yb, weights)
+            loss = self._batch_loss(network, xb, yb, weights, weight_sum)
             grad[:] = network.grad
-            sw_sum = float(weights.sum())
-            grad[:network.n_decay] += self.alpha * theta[:network.n_decay] / sw_sum
+            grad[:network.n_decay] += self.alpha * theta[:network.n_decay] / weight_sum
             return loss, grad
 
         result = scipy.optimize.minimize(
@@ -433,18 +431,17 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _as_network_input(X, dtype):
-    """``(X, divisor)`` for Minibatches to gather batches of the network's dtype.
+    """X as Minibatches must see it to gather batches of the network's dtype.
 
-    uint8 means pixel intensities, scaled to [0, 1]; float32 networks gather uint8 and
-    float32 data in Cython without copying it; float64 networks gather float64 data.
+    uint8 means pixel intensities, scaled to [0, 1]; float32 networks gather uint8 (divided
+    by 255, Minibatches' default) and float32 data in Cython without copying it; float64
+    networks gather float64 data.
     """
     if dtype == np.float32:
-        if X.dtype == np.float64:
-            return X.astype(np.float32), None
-        return X, None  # Minibatches' defaults: 255 for uint8, 1 for float32
+        return X.astype(np.float32) if X.dtype == np.float64 else X
     if X.dtype == np.uint8:
-        return X / 255.0, None
-    return X.astype(np.float64, copy=False), None
+        return X / 255.0
+    return X.astype(np.float64, copy=False)
 
 
 def _progress(verbose, n_batches):

@@ -166,13 +166,13 @@ best_validation_score_, t_, n_features_in_, n_iter_, n_layers_, n_outputs_, out_
         self.n_jobs = n_jobs
         self.class_weight = class_weight
 
-    def _as_rows(self, X):
-        # (n, H, W) and (n, H, W, C) image stacks become rows; their shape is kept as the
-        # image shape when none is given.
-        if isinstance(X, np.ndarray) and X.ndim > 2:
-            self._shape_of_X = X.shape[1:]
-            return X.reshape(len(X), -1)
-        return X
+    def _as_rows(self, X, fitting=False):
+        # (n, H, W) and (n, H, W, C) image stacks become rows; when fitting, their shape is
+        # kept as the image shape for when none is given (flat X: no shape of its own).
+        shaped = isinstance(X, np.ndarray) and X.ndim > 2
+        if fitting:
+            self._shape_of_X = X.shape[1:] if shaped else None
+        return X.reshape(len(X), -1) if shaped else X
 
     def _image_shape(self, n_features: int) -> tuple[int, int, int]:
         shape = self.image_shape or getattr(self, "_shape_of_X", None)
