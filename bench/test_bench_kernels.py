@@ -304,3 +304,19 @@ def test_adam_step(benchmark, request, impl):
         p.grad = torch.from_numpy(grad)
         opt = torch.optim.Adam([p], lr=1e-3)
         run(benchmark, impl, 0, opt.step)
+
+
+@pytest.mark.parametrize("M, K, N", [(64, 289, 484), (288, 64, 484), (32, 10, 676)])
+@pytest.mark.parametrize("impl", ["fastmnist", "numpy"])
+def test_matmul(benchmark, impl, M, K, N):
+    # One thread each: the convolution calls these products from its own prange tasks.
+    benchmark.group = f"matmul {M}x{K} @ {K}x{N} on one thread (conv's products)"
+    A, B = arrays((M, K), (K, N))
+    C = np.empty((M, N), np.float32)
+    if impl == "fastmnist":
+        from fastmnist._kernels.gemm import matmul
+
+        run(benchmark, impl, 2 * M * K * N, matmul, C, A, B)
+    else:
+        with threadpool_limits(1):
+            run(benchmark, impl, 2 * M * K * N, np.dot, A, B, C)

@@ -5,6 +5,7 @@ import importlib
 
 import numpy as np
 from naive import numerical_gradient
+from numba.core.registry import CPUDispatcher as Dispatcher
 
 import fastmnist
 from fastmnist._kernels import KERNEL_MODULES, conv, dense, loss, pool
@@ -52,11 +53,13 @@ def test_warmup_compiles_every_kernel_module():
     seconds = fastmnist.warmup()
     assert list(seconds) == list(KERNEL_MODULES)
     assert all(t >= 0 for t in seconds.values())
-    # Every parallel kernel of every module now has a float32 build.
+    # Every parallel kernel, and every public serial one, now has a float32 build.
     for name in KERNEL_MODULES:
         module = importlib.import_module(f"fastmnist._kernels.{name}")
-        kernels = [k for k in vars(module).values() if isinstance(k, ParallelKernel)]
+        kernels = [k.parallel if isinstance(k, ParallelKernel) else k
+                   for key, k in vars(module).items() if isinstance(k, ParallelKernel)
+                   or (isinstance(k, Dispatcher) and not key.startswith("_"))]
         assert kernels, name
         for kernel in kernels:
-            assert any("float32" in str(sig) for sig in kernel.parallel.signatures), (
+            assert any("float32" in str(sig) for sig in kernel.signatures), (
                 name, kernel.__name__)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-KERNEL_MODULES = ("dense", "activation", "loss", "conv", "pool", "norm", "dropout", "optim")
+KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "norm", "dropout", "optim")
 
 
 def warmup(dtypes=(np.float32,)) -> dict[str, float]:

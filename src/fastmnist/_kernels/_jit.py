@@ -33,6 +33,16 @@ def kernel(function):
     return numba.njit(**_OPTIONS)(_renamed_copy(function, _CACHE_SUFFIX))
 
 
+def inlined_kernel(function):
+    """A serial kernel that Numba inlines into its callers before LLVM optimises them.
+
+    For the bodies of hot loops: once inlined, LLVM sees where the arrays come from and
+    vectorises the loop without the fallbacks it keeps for a separately compiled function
+    (measured 2.5x on gemm's 8 x 4 update at 121 columns).
+    """
+    return numba.njit(inline="always", **_OPTIONS)(_renamed_copy(function, _CACHE_SUFFIX))
+
+
 class ParallelKernel:
     """A ``prange`` kernel and its serial twin; calls go to whichever is safe.
 

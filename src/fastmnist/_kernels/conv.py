@@ -5,26 +5,26 @@ padding at the top and left are integers (``conv_output_shape`` computes them; t
 and right padding is whatever the output size implies); sizes are Python ints. Arrays are
 C-contiguous. ``work`` is the caller's scratch, shaped by ``conv2d_workspace_shape``.
 
-Per image, im2col and one BLAS product each (P = H' * W' pixels, CKK = C * K * K; colT
-ends with a row of ones, so that BLAS adds the bias and sums db too):
+im2col, then one matrix product per few images (P = H' * W' pixels, CKK = C * K * K;
+colT holds the images' columns side by side and ends with a row of ones, so that the
+product adds the bias and sums db too):
 
-- forward:  y_i (F, P) = (W | b) (F, CKK + 1) @ colT_i (CKK + 1, P);
-- dW, db:   (dW | db) = sum over images of dy_i (F, P) @ colT_i.T;
-- dx:       dcolT_i (CKK, P) = W.T @ dy_i, then col2im (the adjoint of im2col).
+- forward:  y (F, n P) = (W | b) (F, CKK + 1) @ colT (CKK + 1, n P);
+- dW, db:   (dW | db) = sum over the products of dy (F, n P) @ colT.T;
+- dx:       dcolT (CKK, n P) = W.T @ dy, then col2im (the adjoint of im2col).
 
-The images are split into fixed groups, one prange task each, and every task calls BLAS,
-which ``_config.threads`` keeps on one thread: call these kernels inside it (outside, each
-task would start BLAS threads of its own). Measured at the benchmark model's shapes
-(batch 128, float32, 2 threads; conv 1->32 3x3 on 28x28 without dx, then 32->64 3x3 on
-13x13 with dx), forward + backward, best of 30:
+The images are split into fixed groups, one prange task each; each task runs its products
+one after another, in Numba (gemm.matmul) or in BLAS, which ``_config.threads`` keeps on one
+thread: call these kernels inside it (outside, each task would start BLAS threads of its
+own). Measured at the benchmark model's shapes (batch 128, float32, 2 threads; conv1 1->32
+3x3 on 28x28 without dx, conv2 32->64 3x3 on 13x13 with dx), forward + backward, medians:
 
-- this design: conv1 0.45 + 0.61 ms, conv2 3.4 + 6.5 ms (of which BLAS 2.9 + 5.6);
+- this design: conv1 0.51 + 0.66 ms, conv2 2.7 + 6.5 ms;
+- every product in BLAS, one image at a time: conv2 3.5 + 6.7 ms;
 - one big product per layer, (F, CKK) @ (CKK, B * P): BLAS is on one thread, so conv2's
   three products alone take 15 ms;
-- the products as Numba loops (c[i, :] += a[i, k] * b[k, :], 4 x 4 unrolled) instead of
-  BLAS: conv2's take 4.1 + 3.3 + 3.5 ms. Loops of dot products with 4 x 4 register tiles
-  did the forward one in 1.9 ms, but a dot product only vectorises with fast-math's
-  "reassoc", which ``_config`` leaves out so that every build rounds the same way.
+- dW in matmul too, from a pixel-major copy of the columns: the copy costs what matmul
+  saves over BLAS (2.1 + 4.1 against 0.7 + 5.7 ms on one thread).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, parallel_kernel
+from .gemm import matmul
 
 # The batch is split into at most this many groups of consecutive images, each a task with
 # its own row of ``work`` and its own partial (dW | db). The split depends on the batch size
@@ -64,31 +65,68 @@ def conv_output_shape(H: int, W: int, K: int, stride: int,
 
 def conv2d_workspace_shape(batch: int, channels: int, filters: int, K: int, stride: int,
                            H_out: int, W_out: int) -> tuple[int, int]:
-    """Shape of the ``work`` array that both conv2d kernels take (dtype of x)."""
-    return min(batch, _GROUPS), _work_length(channels, filters, K, stride, H_out, W_out)
+    """Shape of the ``work`` array that both conv2d kernels take (dtype of x).
+
+    It serves any batch of at most ``batch`` images.
+    """
+    groups = min(batch, _GROUPS)
+    return groups, _work_length(_chunk(batch, groups, H_out * W_out), channels, filters, K,
+                                stride, H_out, W_out)
 
 
 @kernel
-def _work_length(C, F, K, stride, H_out, W_out):
-    CKK1, H_pad, W_pad = C * K * K + 1, (H_out - 1) * stride + K, (W_out - 1) * stride + K
-    return 2 * F * CKK1 + CKK1 * H_out * W_out + C * H_pad * W_pad
+def _chunk(B, G, P):
+    # Images per product: enough for _COLUMNS columns, at most the most a group has
+    return min(-(-B // G), -(-_COLUMNS // P))
 
 
 @kernel
-def _scratch(row, C, F, K, stride, H_out, W_out):
-    # A group's row of work -> its views: two (F, CKK + 1) (a partial (dW | db) and one
-    # image's term of it, or (W | b)), colT (CKK + 1, H'*W'), the padded image (C, H_pad,
-    # W_pad)
-    CKK1, H_pad, W_pad = C * K * K + 1, (H_out - 1) * stride + K, (W_out - 1) * stride + K
-    end_colT = 2 * F * CKK1 + CKK1 * H_out * W_out
-    return (row[:F * CKK1].reshape(F, CKK1), row[F * CKK1:2 * F * CKK1].reshape(F, CKK1),
-            row[2 * F * CKK1:end_colT].reshape(CKK1, H_out * W_out),
-            row[end_colT:end_colT + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
+def _work_length(images, C, F, K, stride, H_out, W_out):
+    # For products of this many images: see _scratch
+    CKK1, P = C * K * K + 1, H_out * W_out
+    H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
+    return (2 * F * CKK1 + (CKK1 - 1) * F + CKK1 * images * P + F * images * P
+            + C * H_pad * W_pad)
 
 
-# colT has a last row of ones, so that BLAS also does the bias: forward with (W | b) @ colT,
-# and db as the last column of dy_i @ colT.T (a plain loop summing dy cost as much as the
-# product of the first layer: without fast-math's "reassoc" a sum does not vectorise).
+@kernel
+def _scratch(row, images, C, F, K, stride, H_out, W_out):
+    # A group's row of work -> its views, for a product of this many images:
+    # - part (F, CKK + 1): the group's partial (dW | db), first in the row, where
+    #   conv2d_backward adds the partials up;
+    # - wb (F, CKK + 1): (W | b) in the forward pass, a product's term of (dW | db) in the
+    #   backward pass;
+    # - wT (CKK, F): W transposed, for dx;
+    # - colT (CKK + 1, images, P): the images' im2col side by side, so that one product
+    #   covers them all, with a last row of ones for the bias;
+    # - out (F, images, P): the product, or the images' dy gathered;
+    # - xp (C, H_pad, W_pad): the zero-padded image.
+    CKK1, P = C * K * K + 1, H_out * W_out
+    H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
+    sizes = (F * CKK1, F * CKK1, (CKK1 - 1) * F, CKK1 * images * P, F * images * P,
+             C * H_pad * W_pad)
+    ends = np.cumsum(np.array(sizes))
+    return (row[:ends[0]].reshape(F, CKK1), row[ends[0]:ends[1]].reshape(F, CKK1),
+            row[ends[1]:ends[2]].reshape(CKK1 - 1, F),
+            row[ends[2]:ends[3]].reshape(CKK1, images, P),
+            row[ends[3]:ends[4]].reshape(F, images, P),
+            row[ends[4]:ends[5]].reshape(C, H_pad, W_pad))
+
+
+@kernel
+def _check_work(work, B, C, F, K, stride, H_out, W_out):
+    chunk = _chunk(B, work.shape[0], H_out * W_out)
+    if work.shape[1] < _work_length(chunk, C, F, K, stride, H_out, W_out):
+        raise ValueError("work is smaller than conv2d_workspace_shape")
+
+
+# The products: Y = (W | b) @ colT and dcolT = W.T @ dy run in gemm.matmul (Numba, 1.1-1.4x
+# OpenBLAS's AVX2 kernels at these shapes); (dW | db) = dy @ colT.T stays in BLAS, which
+# reads colT transposed where matmul would need a transposed copy.
+# A product covers whole images, at least _COLUMNS columns (conv2: 4 images of 121 pixels,
+# conv1: one of 676): wide enough for the vector loops, small enough that colT stays in the
+# L2 cache between im2col and the product (a group's 8 images at once: 20% slower).
+_COLUMNS = 448
 
 
 @parallel_kernel
@@ -97,19 +135,26 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left):
     B, C, H, W = x.shape
     F, _, K, _ = w.shape
     H_out, W_out = y.shape[2], y.shape[3]
-    CKK = C * K * K
+    CKK, P = C * K * K, H_out * W_out
     G = work.shape[0]
-    if work.shape[1] < _work_length(C, F, K, stride, H_out, W_out):
-        raise ValueError("work is smaller than conv2d_workspace_shape")
+    _check_work(work, B, C, F, K, stride, H_out, W_out)
     # Images are independent: each group of images (and its row of work) is one task.
     for g in prange(G):
-        wb, _, colT, xp = _scratch(work[g], C, F, K, stride, H_out, W_out)
-        wb[:, :CKK] = w.reshape(F, CKK)
-        wb[:, CKK] = b
-        colT[CKK, :] = 1
-        for i in range(g * B // G, (g + 1) * B // G):
-            _im2col(colT, _padded(xp, x[i], pad_top, pad_left), K, stride, H_out, W_out)
-            np.dot(wb, colT, y[i].reshape(F, H_out * W_out))
+        for first, n in _chunks(g, G, B, P):
+            _, wb, _, colT, out, xp = _scratch(work[g], n, C, F, K, stride, H_out, W_out)
+            wb[:, :CKK] = w.reshape(F, CKK)
+            wb[:, CKK] = b
+            colT[CKK] = 1
+            for i in range(n):
+                _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride,
+                        H_out, W_out)
+            # One image's product goes straight into y; several are moved there after.
+            product = y[first].reshape(F, P) if n == 1 else out.reshape(F, n * P)
+            matmul(product, wb, colT.reshape(CKK + 1, n * P))
+            for i in range(n if n > 1 else 0):
+                yi = y[first + i].reshape(F, P)
+                for f in range(F):
+                    yi[f] = out[f, i]
 
 
 @parallel_kernel
@@ -119,29 +164,39 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
     B, C, H, W = x.shape
     F, _, K, _ = w.shape
     H_out, W_out = dy.shape[2], dy.shape[3]
-    CKK = C * K * K
+    CKK, P = C * K * K, H_out * W_out
     G = work.shape[0]
-    if work.shape[1] < _work_length(C, F, K, stride, H_out, W_out):
-        raise ValueError("work is smaller than conv2d_workspace_shape")
-    wm = w.reshape(F, CKK)
+    _check_work(work, B, C, F, K, stride, H_out, W_out)
     # One task per group of images: it owns its images' dx and its partial (dW | db), so
     # nothing is shared between threads.
     for g in prange(G):
-        part, term, colT, xp = _scratch(work[g], C, F, K, stride, H_out, W_out)
-        part[:] = 0
-        colT[CKK, :] = 1
-        for i in range(g * B // G, (g + 1) * B // G):
-            dyi = dy[i].reshape(F, H_out * W_out)
-            _im2col(colT, _padded(xp, x[i], pad_top, pad_left), K, stride, H_out, W_out)
-            np.dot(dyi, colT.T, term)
+        work[g, :F * (CKK + 1)] = 0
+        for first, n in _chunks(g, G, B, P):
+            part, term, wT, colT, dyg, xp = _scratch(work[g], n, C, F, K, stride, H_out,
+                                                     W_out)
+            colT[CKK] = 1
+            for i in range(n):
+                _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride,
+                        H_out, W_out)
+            # One image's dy is used where it is; several are gathered side by side.
+            dyg2 = dy[first].reshape(F, P) if n == 1 else dyg.reshape(F, n * P)
+            for i in range(n if n > 1 else 0):
+                dyi = dy[first + i].reshape(F, P)
+                for f in range(F):
+                    dyg[f, i] = dyi[f]
+            colT2 = colT.reshape(CKK + 1, n * P)
+            np.dot(dyg2, colT2.T, term)
             _add(part.reshape(part.size), term.reshape(term.size))
             if need_dx:
-                np.dot(wm.T, dyi, colT[:CKK])  # colT is spent: it takes this image's dcolT
-                if _needs_padding(dx[i], xp, pad_top, pad_left):
-                    _col2im(xp, colT, K, stride, H_out, W_out)
-                    _unpad(dx[i], xp, pad_top, pad_left)
-                else:
-                    _col2im(dx[i], colT, K, stride, H_out, W_out)
+                wT[:] = w.reshape(F, CKK).T
+                matmul(colT2[:CKK], wT, dyg2)  # colT is spent: it takes the dcolT
+                for i in range(n):
+                    dxi = dx[first + i]
+                    if _needs_padding(dxi, xp, pad_top, pad_left):
+                        _col2im(xp, colT, i, K, stride, H_out, W_out)
+                        _unpad(dxi, xp, pad_top, pad_left)
+                    else:
+                        _col2im(dxi, colT, i, K, stride, H_out, W_out)
     # (dW | db) = the partial ones added in group order; each thread owns whole filters.
     dwm = dw.reshape(F, CKK)
     for f in prange(F):
@@ -151,6 +206,15 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
         for g in range(1, G):
             _add(dwm[f], work[g, start:start + CKK])
             db[f] += work[g, start + CKK]
+
+
+@kernel
+def _chunks(g, G, B, P):
+    # Group g's images, [g * B // G, (g + 1) * B // G), as (first, count) of at most the
+    # size of _chunk(B, G, P)
+    first, stop = g * B // G, (g + 1) * B // G
+    size = _chunk(B, G, P)
+    return [(start, min(size, stop - start)) for start in range(first, stop, size)]
 
 
 @kernel
@@ -206,44 +270,44 @@ def _overlap(size, padded_size, pad):
 
 
 @kernel
-def _im2col(colT, xp, K, stride, H_out, W_out):
-    # xp (C, >= H_pad, >= W_pad) -> colT (C*K*K, H'*W'): one row per (c, ky, kx)
+def _im2col(colT, i, xp, K, stride, H_out, W_out):
+    # xp (C, >= H_pad, >= W_pad) -> colT[:C*K*K, i] (C*K*K, H'*W'): a row per (c, ky, kx)
     if stride == 1:
-        _im2col_loops(colT, xp, K, 1, H_out, W_out)
+        _im2col_loops(colT, i, xp, K, 1, H_out, W_out)
     else:
-        _im2col_loops(colT, xp, K, stride, H_out, W_out)
+        _im2col_loops(colT, i, xp, K, stride, H_out, W_out)
 
 
 @kernel
-def _im2col_loops(colT, xp, K, stride, H_out, W_out):
+def _im2col_loops(colT, i, xp, K, stride, H_out, W_out):
     for c in range(xp.shape[0]):
         for ky in range(K):
             for kx in range(K):
-                r = (c * K + ky) * K + kx
+                row = colT[(c * K + ky) * K + kx, i]
                 for oy in range(H_out):
                     for ox in range(W_out):
-                        colT[r, oy * W_out + ox] = xp[c, oy * stride + ky, ox * stride + kx]
+                        row[oy * W_out + ox] = xp[c, oy * stride + ky, ox * stride + kx]
 
 
 @kernel
-def _col2im(dxp, colT, K, stride, H_out, W_out):
-    # colT (C*K*K, H'*W') -> dxp (C, >= H_pad, >= W_pad): the adjoint of _im2col
+def _col2im(dxp, colT, i, K, stride, H_out, W_out):
+    # colT[:C*K*K, i] (C*K*K, H'*W') -> dxp (C, >= H_pad, >= W_pad): the adjoint of _im2col
     dxp[:] = 0
     if stride == 1:
-        _col2im_loops(dxp, colT, K, 1, H_out, W_out)
+        _col2im_loops(dxp, colT, i, K, 1, H_out, W_out)
     else:
-        _col2im_loops(dxp, colT, K, stride, H_out, W_out)
+        _col2im_loops(dxp, colT, i, K, stride, H_out, W_out)
 
 
 @kernel
-def _col2im_loops(dxp, colT, K, stride, H_out, W_out):
+def _col2im_loops(dxp, colT, i, K, stride, H_out, W_out):
     for c in range(dxp.shape[0]):
         for ky in range(K):
             for kx in range(K):
-                r = (c * K + ky) * K + kx
+                row = colT[(c * K + ky) * K + kx, i]
                 for oy in range(H_out):
                     for ox in range(W_out):
-                        dxp[c, oy * stride + ky, ox * stride + kx] += colT[r, oy * W_out + ox]
+                        dxp[c, oy * stride + ky, ox * stride + kx] += row[oy * W_out + ox]
 
 
 def _warmup(dtype) -> None:
