@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fastmnist._kernels.gemm import fma, matmul
 from fastmnist._kernels._jit import kernel
+from fastmnist._kernels.gemm import fma, matmul
 
 # M around multiples of 8 and K around multiples of 4 reach every remainder loop; N = 1
 # and 17 give the vector loops a tail only.
