@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numba
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 CACHE = os.environ.get("FASTMNIST_CACHE", "1") != "0"
 
@@ -56,9 +57,18 @@ def threads(n_jobs: int | None) -> Iterator[int]:
     """
     n = effective_n_jobs(n_jobs)
     previous = numba.get_num_threads()
-    with threadpool_limits(limits={"blas": 1, "openmp": n}):
+    with _controller().limit(limits={"blas": 1, "openmp": n}):
         numba.set_num_threads(n)
         try:
             yield n
         finally:
             numba.set_num_threads(previous)
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    # threadpoolctl finds the loaded BLAS and OpenMP libraries by reading the process's
+    # memory map: 2.4 ms, more than predicting one image takes. Found once, on first use:
+    # the ones that matter (NumPy's and SciPy's BLAS, the OpenMP runtime of fastmnist's
+    # Cython loaders) are loaded with fastmnist; Numba's threads are set through Numba.
+    return ThreadpoolController()
