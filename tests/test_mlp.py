@@ -331,3 +331,20 @@ def test_mnist_accuracy_floor_mlp_seed(shared_data):
     assert sum(c.size + b.size for c, b in zip(model.coefs_, model.intercepts_,
                                                 strict=True)) == 111_146
     assert np.median(scores) >= 0.973, scores
+
+
+def test_prediction_fast_paths_give_the_same_answers(digits):
+    # Plain C-contiguous arrays skip validate_data, and up to 16 rows run on serial kernels:
+    # the answers must be those of the full path, and bad values must still be refused.
+    X, y = digits
+    model = MLPClassifier((16,), max_iter=30, random_state=0, n_jobs=2).fit(X, y)
+    full = model.predict_proba(X.tolist())  # a list: validated, converted, parallel chunks
+    np.testing.assert_array_equal(model.predict_proba(X), full)
+    for rows in (1, 16, 17):  # BLAS may round a 1-row product differently from a 17-row one
+        np.testing.assert_allclose(model.predict_proba(X[:rows]), full[:rows], rtol=1e-12)
+    bad = X[:3].copy()
+    bad[1, 5] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:3, :10])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import threading
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 
@@ -60,6 +62,8 @@ class ParallelKernel:
         self.__wrapped__ = function
 
     def __call__(self, *args):
+        if getattr(_local, "serial", False):
+            return self.serial(*args)
         if threading.current_thread() is threading.main_thread() or _layer_is_threadsafe():
             return self.parallel(*args)
         return self.serial(*args)
@@ -82,6 +86,24 @@ def _renamed_copy(function, suffix):
 
 def parallel_kernel(function) -> ParallelKernel:
     return ParallelKernel(function)
+
+
+_local = threading.local()
+
+
+@contextmanager
+def serial_kernels() -> Iterator[None]:
+    """Parallel kernels called in this block (from this thread) run their serial twins.
+
+    For work too small to share: a parallel launch costs microseconds of thread wake-up
+    and barrier, more than one image's forward pass. The twins give the same bits.
+    """
+    previous = getattr(_local, "serial", False)
+    _local.serial = True
+    try:
+        yield
+    finally:
+        _local.serial = previous
 
 
 def _layer_is_threadsafe() -> bool:
