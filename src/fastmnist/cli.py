@@ -1,4 +1,4 @@
-"""The ``fastmnist`` command line: data summary, training, evaluation."""
+"""The ``fastmnist`` command line: data summary, training, evaluation, benchmark."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import joblib
 import numpy as np
 
-from . import __version__
+from . import __version__, benchmark
 from .datasets import load_fashion_mnist, load_mnist
 
 _LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
@@ -46,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--dataset", choices=list(_LOADERS), default="mnist")
     _add_data_options(evaluate)
 
+    benchmark.add_arguments(commands.add_parser(
+        "bench", help="time fastmnist against PyTorch, Keras and scikit-learn",
+        description=benchmark.driver.__doc__.splitlines()[0]))
+
     args = parser.parse_args(argv)
-    return {"data": _summarise_data, "train": _train, "evaluate": _evaluate}[args.command](args)
+    return {"data": _summarise_data, "train": _train, "evaluate": _evaluate,
+            "bench": benchmark.run}[args.command](args)
 
 
 def _add_data_options(parser):
