@@ -82,7 +82,7 @@ def _chunk(B, G, P):
 
 @kernel
 def _work_length(images, C, F, K, stride, H_out, W_out):
-    # For products of this many images: see _scratch
+    # For products of this many images: see _weight_scratch and _image_scratch
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
     return (2 * F * CKK1 + (CKK1 - 1) * F + CKK1 * images * P + F * images * P
@@ -90,27 +90,42 @@ def _work_length(images, C, F, K, stride, H_out, W_out):
 
 
 @kernel
-def _scratch(row, images, C, F, K, stride, H_out, W_out):
-    # A group's row of work -> its views, for a product of this many images:
-    # - part (F, CKK + 1): the group's partial (dW | db), first in the row, where
-    #   conv2d_backward adds the partials up;
+def _weight_scratch(row, CKK, F):
+    # The first views of a group's row of work, the same for every product:
+    # - part (F, CKK + 1): the group's partial (dW | db), where conv2d_backward adds the
+    #   partials up;
     # - wb (F, CKK + 1): (W | b) in the forward pass, a product's term of (dW | db) in the
     #   backward pass;
-    # - wT (CKK, F): W transposed, for dx;
+    # - wT (CKK, F): W transposed, for dx.
+    n = F * (CKK + 1)
+    return (row[:n].reshape(F, CKK + 1), row[n:2 * n].reshape(F, CKK + 1),
+            row[2 * n:2 * n + CKK * F].reshape(CKK, F))
+
+
+@kernel
+def _image_scratch(row, images, C, F, K, stride, H_out, W_out):
+    # The rest of the row, for a product of this many images:
     # - colT (CKK + 1, images, P): the images' im2col side by side, so that one product
     #   covers them all, with a last row of ones for the bias;
     # - out (F, images, P): the product, or the images' dy gathered;
     # - xp (C, H_pad, W_pad): the zero-padded image.
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
-    sizes = (F * CKK1, F * CKK1, (CKK1 - 1) * F, CKK1 * images * P, F * images * P,
-             C * H_pad * W_pad)
-    ends = np.cumsum(np.array(sizes))
-    return (row[:ends[0]].reshape(F, CKK1), row[ends[0]:ends[1]].reshape(F, CKK1),
-            row[ends[1]:ends[2]].reshape(CKK1 - 1, F),
-            row[ends[2]:ends[3]].reshape(CKK1, images, P),
-            row[ends[3]:ends[4]].reshape(F, images, P),
-            row[ends[4]:ends[5]].reshape(C, H_pad, W_pad))
+    start = 2 * F * CKK1 + (CKK1 - 1) * F
+    end_colT = start + CKK1 * images * P
+    end_out = end_colT + F * images * P
+    return (row[start:end_colT].reshape(CKK1, images, P),
+            row[end_colT:end_out].reshape(F, images, P),
+            row[end_out:end_out + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
+
+
+@kernel
+def _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out):
+    # Images x[first:first + n] -> colT (CKK + 1, n, P): im2col of each, then the ones
+    colT[colT.shape[0] - 1] = 1
+    for i in range(n):
+        _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride, H_out,
+                W_out)
 
 
 @kernel
@@ -140,21 +155,20 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left):
     _check_work(work, B, C, F, K, stride, H_out, W_out)
     # Images are independent: each group of images (and its row of work) is one task.
     for g in prange(G):
+        _, wb, _ = _weight_scratch(work[g], CKK, F)
+        wb[:, :CKK] = w.reshape(F, CKK)
+        wb[:, CKK] = b
         for first, n in _chunks(g, G, B, P):
-            _, wb, _, colT, out, xp = _scratch(work[g], n, C, F, K, stride, H_out, W_out)
-            wb[:, :CKK] = w.reshape(F, CKK)
-            wb[:, CKK] = b
-            colT[CKK] = 1
-            for i in range(n):
-                _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride,
-                        H_out, W_out)
+            colT, out, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
+            _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
             # One image's product goes straight into y; several are moved there after.
             product = y[first].reshape(F, P) if n == 1 else out.reshape(F, n * P)
             matmul(product, wb, colT.reshape(CKK + 1, n * P))
-            for i in range(n if n > 1 else 0):
-                yi = y[first + i].reshape(F, P)
-                for f in range(F):
-                    yi[f] = out[f, i]
+            if n > 1:
+                for i in range(n):
+                    yi = y[first + i].reshape(F, P)
+                    for f in range(F):
+                        yi[f] = out[f, i]
 
 
 @parallel_kernel
@@ -170,25 +184,24 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
     # One task per group of images: it owns its images' dx and its partial (dW | db), so
     # nothing is shared between threads.
     for g in prange(G):
-        work[g, :F * (CKK + 1)] = 0
+        part, term, wT = _weight_scratch(work[g], CKK, F)
+        part[:] = 0
+        if need_dx:
+            wT[:] = w.reshape(F, CKK).T
         for first, n in _chunks(g, G, B, P):
-            part, term, wT, colT, dyg, xp = _scratch(work[g], n, C, F, K, stride, H_out,
-                                                     W_out)
-            colT[CKK] = 1
-            for i in range(n):
-                _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride,
-                        H_out, W_out)
+            colT, dyg, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
+            _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
             # One image's dy is used where it is; several are gathered side by side.
             dyg2 = dy[first].reshape(F, P) if n == 1 else dyg.reshape(F, n * P)
-            for i in range(n if n > 1 else 0):
-                dyi = dy[first + i].reshape(F, P)
-                for f in range(F):
-                    dyg[f, i] = dyi[f]
+            if n > 1:
+                for i in range(n):
+                    dyi = dy[first + i].reshape(F, P)
+                    for f in range(F):
+                        dyg[f, i] = dyi[f]
             colT2 = colT.reshape(CKK + 1, n * P)
             np.dot(dyg2, colT2.T, term)
             _add(part.reshape(part.size), term.reshape(term.size))
             if need_dx:
-                wT[:] = w.reshape(F, CKK).T
                 matmul(colT2[:CKK], wT, dyg2)  # colT is spent: it takes the dcolT
                 for i in range(n):
                     dxi = dx[first + i]
