@@ -47,8 +47,11 @@ from .datasets import Minibatches
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # Rows per chunk when predicting: large enough for efficient kernels, small enough that
-# the activations of a 10,000-image call stay in cache-friendly buffers.
+# the activations of a 10,000-image call stay in cache-friendly buffers: at most 2048 rows
+# and 32 MB of batch buffers (a CNN's are ~0.3 MB per image), unless training has already
+# reserved more.
 _PREDICT_CHUNK = 2048
+_PREDICT_BYTES = 32 << 20
 # Up to this many rows, prediction runs on the calling thread alone: waking a second
 # thread costs more than the work it would take over.
 _SERIAL_ROWS = 16
@@ -396,11 +399,14 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     def _predict_proba_with(self, state, X):
         n_classes = max(2, state.network.output_shape[0])
         out = np.empty((len(X), n_classes), state.network.dtype)
-        batches = Minibatches(X, None, _PREDICT_CHUNK)
+        network = state.network
+        within_budget = max(1, _PREDICT_BYTES // network.bytes_per_row)
+        chunk = min(_PREDICT_CHUNK, max(network.capacity, within_budget))
+        batches = Minibatches(X, None, chunk)
         start = 0
         with serial_kernels() if len(X) <= _SERIAL_ROWS else nullcontext():
             for xb, _, _ in batches.epoch(seed=None):
-                state.network.predict_proba(self._to_input(xb), out[start:start + len(xb)])
+                network.predict_proba(self._to_input(xb), out[start:start + len(xb)])
                 start += len(xb)
         return out
 

@@ -70,6 +70,11 @@ best_validation_score_, t_, n_features_in_, n_iter_, n_layers_, n_outputs_, out_
 
     Notes
     -----
+    With ReLU, the convolutions and hidden dense layers start He-uniform (bound
+    sqrt(6 / fan_in)); the output layer starts Glorot-uniform; biases start at zero. Keras's
+    example starts every layer Glorot-uniform: on the default network, 3 epochs of real
+    MNIST, He's start gave a mean test accuracy of 98.69 % over 8 seeds against 98.55 %.
+
     Small inputs work: a convolution whose kernel does not fit the image with "valid"
     padding uses "same" padding instead, and a pooling window larger than the image is
     left out. So 8x8 digits and tabular rows (1 x n images) train with the defaults.
@@ -194,10 +199,15 @@ best_validation_score_, t_, n_features_in_, n_iter_, n_layers_, n_outputs_, out_
         input_shape = (H, W, C) if C > 1 else (1, H, W)
         layers = [ChannelsFirst()] if C > 1 else []
         K = self.kernel_size
+        # Layers feeding a ReLU start He-uniform, the output layer Glorot-uniform, biases
+        # at zero. On cnn-keras (3 epochs, real MNIST, seeds 0-7) this gave test accuracies
+        # of 98.60-98.82 % (mean 98.69 %), against 98.49-98.59 % (mean 98.55 %) with
+        # Keras's all-Glorot start.
+        relu = self.activation == "relu"
         for filters in self.conv_filters:
             padding = self.padding if self.padding == "same" or (K <= H and K <= W) else "same"
             H, W, _, _ = conv_output_shape(H, W, K, 1, padding)
-            layers.append(Conv2D(int(filters), K, 1, padding))
+            layers.append(Conv2D(int(filters), K, 1, padding, he=relu))
             if self.batch_norm:
                 layers.append(BatchNorm2D())
             layers.append(Activation(self.activation))
@@ -205,11 +215,8 @@ best_validation_score_, t_, n_features_in_, n_iter_, n_layers_, n_outputs_, out_
                 layers.append(MaxPool2D(self.pool_size))
                 H, W = H // self.pool_size, W // self.pool_size  # floor, as the layer does
         layers.append(Flatten())
-        # Keras's initialisation (Glorot-uniform weights, zero biases), as the reference
-        # model it reproduces: +0.1 point of test accuracy after 3 epochs over
-        # scikit-learn's uniform biases (98.54 and 98.57 % against 98.43 and 98.41 %).
         for size in self.hidden_layer_sizes:
-            layers += [Dense(int(size), zero_bias=True), Activation(self.activation)]
+            layers += [Dense(int(size), zero_bias=True, he=relu), Activation(self.activation)]
         if self.dropout > 0:
             layers.append(Dropout(float(self.dropout)))
         layers.append(Dense(n_outputs, zero_bias=True))

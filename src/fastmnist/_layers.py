@@ -34,6 +34,16 @@ class ParamSpec:
     fill: float | None = None
 
 
+def _init_bound(fan_in: int, fan_out: int, factor: float, he: bool) -> float:
+    """Half-width of the uniform initial weights: Glorot's, or He's with ``he``.
+
+    Glorot's bound sqrt(factor / (fan_in + fan_out)) keeps the variance of linear and
+    tanh units (factor 6; scikit-learn uses 2 for logistic units). He's sqrt(6 / fan_in)
+    doubles the variance for ReLU units, which zero half their inputs (He et al., 2015).
+    """
+    return float(np.sqrt(6.0 / fan_in if he else factor / (fan_in + fan_out)))
+
+
 # Per-batch references a layer keeps between its forward and backward passes, and its
 # views into the network's buffers: none of them belongs in a pickle.
 _TRANSIENT = {"params", "grads", "x", "y", "mask", "active", "argmax", "x_hat"}
@@ -79,18 +89,20 @@ class Layer:
 class Dense(Layer):
     """Fully connected: ``y = x W + b``, W of shape (in, out) as in scikit-learn.
 
-    Weights start Glorot-uniform, bound sqrt(init_factor / (fan_in + fan_out)); biases
-    from the same distribution as scikit-learn draws them, or at zero as Keras starts them.
+    Weights start Glorot-uniform, bound sqrt(init_factor / (fan_in + fan_out)), or
+    He-uniform with ``he``; biases from the same distribution as scikit-learn draws them, or
+    at zero as Keras starts them.
     """
 
     units: int
     init_factor: float = 6.0
     zero_bias: bool = False
+    he: bool = False
 
     def build(self, input_shape):
         (fan_in,) = input_shape
         self.input_shape, self.output_shape = input_shape, (self.units,)
-        self.bound = float(np.sqrt(self.init_factor / (fan_in + self.units)))
+        self.bound = _init_bound(fan_in, self.units, self.init_factor, self.he)
         return self.output_shape
 
     def param_specs(self):
@@ -198,6 +210,7 @@ class Conv2D(Layer):
     kernel_size: int
     stride: int = 1
     padding: str = "valid"
+    he: bool = False
 
     def build(self, input_shape):
         C, H, W = input_shape
@@ -205,8 +218,8 @@ class Conv2D(Layer):
         H_out, W_out, self.pad_top, self.pad_left = conv_kernels.conv_output_shape(
             H, W, K, self.stride, self.padding)
         self.input_shape, self.output_shape = input_shape, (self.filters, H_out, W_out)
-        # Glorot uniform over receptive fields, as Keras initialises convolutions.
-        self.bound = float(np.sqrt(6.0 / ((C + self.filters) * K * K)))
+        # Fans over receptive fields, as Keras and PyTorch count them.
+        self.bound = _init_bound(C * K * K, self.filters * K * K, 6.0, self.he)
         return self.output_shape
 
     def param_specs(self):

@@ -57,6 +57,11 @@ class Network:
         self.grad = np.zeros(offset, self.dtype)
         self._bind_layers()
         self._capacity = 0
+        # Bytes of batch buffers per row, for how many rows a memory budget allows; taken
+        # at 64 rows, where the convolutions' per-group scratch is shared out as in use.
+        # (np.empty does not touch the pages: this costs no memory.)
+        self.bytes_per_row = sum(buffer.nbytes for layer in layers
+                                 for buffer in layer.allocate(64, self.dtype).values()) // 64
 
     def __getstate__(self):
         # Workspaces are rebuilt on demand; layer views are re-made from theta and grad.
@@ -82,11 +87,16 @@ class Network:
         return views
 
     @property
+    def capacity(self) -> int:
+        """Rows the batch buffers hold now: 0 until the first pass."""
+        return self._capacity
+
+    @property
     def n_params(self) -> int:
         return self.theta.size
 
     def initialize(self, random_state: np.random.RandomState) -> None:
-        """Glorot-uniform weights and biases, drawn in scikit-learn's order.
+        """Uniform weights and biases within each spec's bound, drawn in scikit-learn's order.
 
         scikit-learn draws, layer by layer, the weights then the biases from
         ``uniform(-bound, bound)``; drawing the same way gives the same initial model
