@@ -53,12 +53,14 @@ def test_warmup_compiles_every_kernel_module():
     seconds = fastmnist.warmup()
     assert list(seconds) == list(KERNEL_MODULES)
     assert all(t >= 0 for t in seconds.values())
-    # Every parallel kernel, and every public serial one, now has a float32 build.
+    # Every parallel kernel, and every public serial one, now has a float32 build; helpers
+    # inlined into their callers compile only there.
     for name in KERNEL_MODULES:
         module = importlib.import_module(f"fastmnist._kernels.{name}")
         kernels = [k.parallel if isinstance(k, ParallelKernel) else k
                    for key, k in vars(module).items() if isinstance(k, ParallelKernel)
-                   or (isinstance(k, Dispatcher) and not key.startswith("_"))]
+                   or (isinstance(k, Dispatcher) and not key.startswith("_")
+                       and k.targetoptions.get("inline") != "always")]
         assert kernels, name
         for kernel in kernels:
             assert any("float32" in str(sig) for sig in kernel.signatures), (

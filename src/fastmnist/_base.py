@@ -33,6 +33,7 @@ from sklearn.utils.validation import (
 )
 
 from ._config import effective_n_jobs, threads
+from ._fused import CHUNK_BATCHES, FusedAdam
 from ._kernels._jit import serial_kernels
 from ._network import Network
 from ._optim import SGD, Adam
@@ -327,21 +328,20 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                               "It is going to be clipped", stacklevel=2)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         batches = Minibatches(X, codes, batch_size, n_threads=effective_n_jobs(self.n_jobs))
-        weight_buffer = np.empty(batch_size, network.dtype)
         weights = weights.astype(network.dtype)
+        fused = (FusedAdam(network, state.optimizer, X, codes, weights, batch_size)
+                 if FusedAdam.supports(network, state.optimizer, X) else None)
         progress = _progress(self.verbose, len(batches))
         state.n_iter = 0  # as scikit-learn: epochs of this call; t counts all samples seen
         try:
             for _ in range(self.max_iter):
                 seed = int(random_state.randint(0, 2**63 - 1)) if self.shuffle else None
                 accumulated, start = 0.0, time.perf_counter()
-                for xb, yb, index in batches.epoch(seed):
-                    wb = np.take(weights, index, out=weight_buffer[:len(index)])
-                    weight_sum = float(wb.sum())
-                    accumulated += self._batch_loss(network, xb, yb, wb, weight_sum) * len(index)
-                    state.optimizer.step(network.theta, network.grad, self.alpha / weight_sum,
-                                         network.n_decay)
-                    _advance(progress)
+                steps = (self._fused_epoch(fused, batches.order(seed)) if fused
+                         else self._layered_epoch(state, batches, seed, weights))
+                for loss_sum, n_batches in steps:
+                    accumulated += loss_sum
+                    _advance(progress, n_batches)
                 state.n_iter += 1
                 state.loss = accumulated / n_samples
                 state.t += n_samples
@@ -373,6 +373,24 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 progress.close()
         if self.early_stopping and state.best_theta is not None:
             network.theta[:] = state.best_theta
+
+    def _layered_epoch(self, state, batches, seed, weights):
+        """Yield (loss x rows, 1) for each batch of an epoch, trained layer by layer."""
+        network, weight_buffer = state.network, np.empty(batches.batch_size, weights.dtype)
+        for xb, yb, index in batches.epoch(seed):
+            wb = np.take(weights, index, out=weight_buffer[:len(index)])
+            weight_sum = float(wb.sum())
+            loss = self._batch_loss(network, xb, yb, wb, weight_sum)
+            state.optimizer.step(network.theta, network.grad, self.alpha / weight_sum,
+                                 network.n_decay)
+            yield loss * len(index), 1
+
+    def _fused_epoch(self, fused, order):
+        """Yield (sum of loss x rows, batches) for each chunk of an epoch, on the fused path."""
+        chunk = CHUNK_BATCHES * fused.batch_size
+        for first in range(0, len(order), chunk):
+            n_rows = min(chunk, len(order) - first)
+            yield fused.run(order, first, n_rows, self.alpha), -(-n_rows // fused.batch_size)
 
     def _track_loss(self, state):
         if state.loss_curve[-1] > state.best_loss - self.tol:
@@ -479,9 +497,9 @@ def _progress(verbose, n_batches):
     return tqdm(total=n_batches, unit="batch", leave=False)
 
 
-def _advance(progress):
+def _advance(progress, n_batches):
     if progress is not None:
-        progress.update()
+        progress.update(n_batches)
 
 
 def _report(progress, verbose, state, images_per_second):

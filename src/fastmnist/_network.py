@@ -86,6 +86,10 @@ class Network:
                 spec.shape)
         return views
 
+    def offset(self, layer_index: int, name: str) -> int:
+        """Where parameter ``name`` of ``layers[layer_index]`` starts in ``theta``."""
+        return self._offsets[layer_index, name]
+
     @property
     def capacity(self) -> int:
         """Rows the batch buffers hold now: 0 until the first pass."""

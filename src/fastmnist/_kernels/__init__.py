@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "norm", "dropout", "optim")
+KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "norm", "dropout", "optim",
+                  "mlp_steps")
 
 
 def warmup(dtypes=(np.float32,)) -> dict[str, float]:

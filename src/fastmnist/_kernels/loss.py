@@ -8,7 +8,7 @@
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, parallel_kernel
+from ._jit import inlined_kernel, kernel, parallel_kernel
 
 
 @kernel
@@ -23,6 +23,29 @@ def _checked_weight_sum(labels, n_classes, sample_weight):
     return total
 
 
+@inlined_kernel
+def softmax_cross_entropy_row(dlogits, logits, label, weight, weight_sum):
+    # logits (C,), label in [0, C) -> dlogits (C,) = weight * (softmax(z) - onehot(label)) /
+    # weight_sum; returns weight * -log softmax(z)[label].
+    n_classes = logits.size
+    # Subtracting the row maximum keeps exp() in range for logits of +-1e4.
+    row_max = logits[0]
+    for c in range(1, n_classes):
+        if logits[c] > row_max:
+            row_max = logits[c]
+    total = 0.0
+    for c in range(n_classes):
+        e = np.exp(logits[c] - row_max)
+        dlogits[c] = e
+        total += e
+    scale = weight / weight_sum
+    for c in range(n_classes):
+        dlogits[c] = dlogits[c] / total * scale
+    dlogits[label] -= scale
+    # -log softmax(z)[label] = log(sum exp(z - max)) - (z[label] - max)
+    return weight * (np.log(total) - (logits[label] - row_max))
+
+
 @parallel_kernel
 def softmax_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
     # logits (B, C), labels (B,) ints in [0, C), sample_weight (B,) -> dlogits (B, C),
@@ -33,22 +56,8 @@ def softmax_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
     # thread count; the per-row work (exp, log) is what runs in parallel.
     weight_sum = _checked_weight_sum(labels, n_classes, sample_weight)
     for i in prange(n):
-        # Subtracting the row maximum keeps exp() in range for logits of +-1e4.
-        row_max = logits[i, 0]
-        for c in range(1, n_classes):
-            if logits[i, c] > row_max:
-                row_max = logits[i, c]
-        total = 0.0
-        for c in range(n_classes):
-            e = np.exp(logits[i, c] - row_max)
-            dlogits[i, c] = e
-            total += e
-        scale = sample_weight[i] / weight_sum
-        for c in range(n_classes):
-            dlogits[i, c] = dlogits[i, c] / total * scale
-        dlogits[i, labels[i]] -= scale
-        # -log softmax(z)[label] = log(sum exp(z - max)) - (z[label] - max)
-        row_loss[i] = sample_weight[i] * (np.log(total) - (logits[i, labels[i]] - row_max))
+        row_loss[i] = softmax_cross_entropy_row(dlogits[i], logits[i], labels[i],
+                                                sample_weight[i], weight_sum)
     loss = 0.0
     for i in range(n):
         loss += row_loss[i]

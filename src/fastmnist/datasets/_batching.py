@@ -146,7 +146,7 @@ class Minibatches:
         with ``seed=None`` the rows come in order.
         """
         n = len(self.X)
-        order = np.arange(n, dtype=np.int64) if seed is None else shuffled_indices(n, seed)
+        order = self.order(seed)
         if self._float64:
             yield from self._numpy_epoch(order)
             return
@@ -158,6 +158,11 @@ class Minibatches:
             k = gatherer.gather(start, start + self.batch_size)
             index = order[start:start + k]
             yield self._X_buffer[:k], None if self.y is None else self._y_buffer[:k], index
+
+    def order(self, seed: int | None) -> np.ndarray:
+        """The rows of ``X`` in the order ``epoch(seed)`` yields them."""
+        n = len(self.X)
+        return np.arange(n, dtype=np.int64) if seed is None else shuffled_indices(n, seed)
 
     def _numpy_epoch(self, order):
         for start in range(0, len(order), self.batch_size):
