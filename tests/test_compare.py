@@ -33,7 +33,7 @@ def test_cnn_keras_sizes_by_hand():
 def test_derive_takes_epochs_from_cumulative_ends():
     run = {"model": "mlp-seed", "import_s": 1.0, "n_train": 60_000, "n_test": 10_000,
            "epoch_end_s": [3.0, 4.0, 5.2, 6.0], "test_accuracy": [0.95, 0.965, 0.971, 0.97],
-           "predict_10k_s": [0.02, 0.01, 0.03]}
+           "predict_10k_s": [0.02, 0.01, 0.03], "data_rss_mb": 430.0, "peak_rss_mb": 470.5}
     derived = report.derive(run)
     assert derived["epoch_s"] == pytest.approx([3.0, 1.0, 1.2, 0.8])
     assert derived["warm_epoch_s"] == pytest.approx(1.0)
@@ -42,6 +42,7 @@ def test_derive_takes_epochs_from_cumulative_ends():
     assert derived["accuracy"] == 0.97
     assert derived["predict_images_per_s"] == pytest.approx(10_000 / 0.02)  # median call
     assert derived["gflops"] == pytest.approx(train_flops(MODELS["mlp-seed"]) * 6e4 / 1e9)
+    assert derived["fit_rss_mb"] == 40.5
 
 
 def test_medians_count_never_reached_as_infinite():
@@ -62,9 +63,9 @@ def _ok(**figures):
 def _synthetic_record():
     common = dict(fit_s=1.2, fit_warm_s=1.0, startup_s=0.9, time_to_target_s=None, gflops=20.0)
     results = {"mlp-seed": {
-        "fastmnist": _ok(warm_epoch_s=0.2, accuracy=0.9745, peak_rss_mb=250.0,
+        "fastmnist": _ok(warm_epoch_s=0.2, accuracy=0.9745, peak_rss_mb=250.0, fit_rss_mb=40.0,
                          predict_images_per_s=2e6, latency_s=5e-6, **common),
-        "pytorch": _ok(warm_epoch_s=1.0, accuracy=0.9727, peak_rss_mb=540.0,
+        "pytorch": _ok(warm_epoch_s=1.0, accuracy=0.9727, peak_rss_mb=540.0, fit_rss_mb=100.0,
                        predict_images_per_s=8e5, latency_s=29e-6, **common),
         "keras": {"status": "skipped", "repetitions": 0, "failed": 0,
                   "reason": "not installed (No module named 'tensorflow')"},
@@ -89,8 +90,8 @@ def test_markdown_table_and_targets_from_a_synthetic_record():
                                "Something else was using the CPU")
     row = next(line for line in lines if line.startswith("| PyTorch |"))
     assert row.split(" | ")[1:3] == ["1", "5.00"]  # warm epoch, ratio to fastmnist
-    assert "| fastmnist | 0.2 | 1.00 | 1.2 | 0.9 | 97.45 | not reached | 250 | 2,000,000 | 5 |" \
-        " 20.0 (10%) |" in lines
+    assert "| fastmnist | 0.2 | 1.00 | 1.2 | 0.9 | 97.45 | not reached | 250 | 40 | 2,000,000 |" \
+        " 5 | 20.0 (10%) |" in lines
     assert "| Keras | skipped: not installed (No module named 'tensorflow') |" in markdown
     targets = {line.split(" | ")[0][2:]: line for line in lines
                if line.startswith("| mlp-seed:") or line.startswith("| cnn-keras:")}
@@ -101,6 +102,9 @@ def test_markdown_table_and_targets_from_a_synthetic_record():
         "mlp-seed: test accuracy within 0.3 points of the best peer's"]
     assert "best peer PyTorch 800,000 img/s | 2.5 | **met**" in targets[
         "mlp-seed: predict 10k throughput ≥ 1.5x the best peer's"]
+    assert targets["mlp-seed: peak RSS ≤ 1/2 of PyTorch's"].endswith("| 0.463 | **met** |")
+    assert targets["mlp-seed: fit memory (peak RSS - RSS with the data loaded) ≤ 1/2 of "
+                   "PyTorch's"].endswith("| 0.4 | **met** |")
     assert targets["cnn-keras: warm epoch ≤ 1/2 of PyTorch's"].endswith(
         "| n/a: cnn-keras not run |")
 
