@@ -89,6 +89,21 @@ def test_predictions_follow_the_documented_layout():
     np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_prediction_buffers_stay_within_their_budget():
+    # A 28x28 CNN needs ~0.6 MB of batch buffers per image: predicting 300 rows goes in
+    # chunks that fit 32 MB, not in one 180 MB batch, and gives the same answers.
+    rng = np.random.default_rng(0)
+    X, y = rng.random((300, 784)).astype(np.float32), np.arange(300) % 10
+    model = quiet_fit(CNNClassifier(batch_size=16, max_iter=1, random_state=0), X[:64], y[:64])
+    proba = model.predict_proba(X)
+    network = model._state.network
+    assert 16 < network.capacity < 300
+    assert network.capacity * network.bytes_per_row <= 32 << 20
+    for i in (0, 100, 299):
+        np.testing.assert_allclose(model.predict_proba(X[i:i + 1]), proba[i:i + 1],
+                                   rtol=1e-5, atol=1e-7)
+
+
 def test_image_stacks_and_channels(digits):
     X, y = digits
     params = dict(conv_filters=(4,), max_iter=3, random_state=0)
