@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from ._kernels import mlp_steps
+from ._kernels.activation import IDENTITY
 from ._layers import Activation, Dense
 from ._network import Network
 from ._optim import Adam
@@ -44,15 +45,17 @@ class FusedAdam:
         self.divisor = 255.0 if X.dtype == np.uint8 else 1.0
         self.batch_size = batch_size
         denses, activations = network.layers[0::2], network.layers[1::2]
-        rows, out_at, wt_at = [], batch_size * denses[0].input_shape[0], 0
+        # The gathered input at offset 0 of acts, each layer's output after its input.
+        rows, in_at, wt_at = [], 0, 0
         for k, dense in enumerate(denses):
             (n_in,), (n_out,) = dense.input_shape, dense.output_shape
-            code = activations[k].code if k < len(activations) else 0
-            i = 2 * k
-            rows.append((n_in, n_out, network.offset(i, "W"), network.offset(i, "b"), out_at,
-                         wt_at, code))
-            out_at += batch_size * n_out
-            wt_at += n_in * n_out if k > 0 else 0
+            out_at = in_at + batch_size * n_in
+            code = activations[k].code if k < len(activations) else IDENTITY  # logits
+            rows.append((n_in, n_out, network.offset(2 * k, "W"), network.offset(2 * k, "b"),
+                         in_at, out_at, wt_at, code))
+            in_at = out_at
+            wt_at += n_in * n_out if k > 0 else 0  # the first layer needs no W.T
+        out_at = in_at + batch_size * denses[-1].output_shape[0]
         self.layers = np.array(rows, np.int64)
         dtype = network.dtype
         self.acts, self.deltas = np.empty(out_at, dtype), np.empty(out_at, dtype)

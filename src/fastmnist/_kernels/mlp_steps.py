@@ -16,10 +16,11 @@ Each output element is accumulated in the same order however the rows are split,
 over rows run serially, so the result does not depend on the number of threads.
 
 Layout: ``theta``, ``grad``, ``m`` and ``v`` are the network's flat buffers; ``layers`` has
-one row per dense layer: (fan_in, fan_out, offset of W, offset of b, offset of the layer's
-output in ``acts`` and ``deltas``, offset of W.T in ``WT``, activation code). ``acts`` holds
-the gathered input at offset 0 and every layer's output after it, each (rows, width) for up
-to ``batch_size`` rows; ``deltas`` the gradients of the loss with respect to the same.
+one row per dense layer: (fan_in, fan_out, offset of W, offset of b, offsets of the layer's
+input and output in ``acts`` and ``deltas``, offset of W.T in ``WT``, activation code).
+``acts`` holds the gathered input at offset 0 and every layer's output after it, each
+(rows, width) for up to ``batch_size`` rows; ``deltas`` the gradients of the loss with
+respect to the same.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .gemm import matmul
 from .loss import softmax_cross_entropy_row
 from .optim import adam_range
 
-FAN_IN, FAN_OUT, W_AT, B_AT, OUT_AT, WT_AT, CODE = range(7)
+FAN_IN, FAN_OUT, W_AT, B_AT, IN_AT, OUT_AT, WT_AT, CODE = range(8)
 
 
 @kernel
@@ -51,15 +52,14 @@ def _part(n, part, n_parts):
 
 
 @kernel
-def refresh_transposes(WT, theta, layers):
-    # WT of every layer but the first (whose input needs no delta) from theta
-    for layer in range(1, layers.shape[0]):
-        n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
-        W = _matrix(theta, layers[layer, W_AT], n_in, n_out)
-        T = _matrix(WT, layers[layer, WT_AT], n_out, n_in)
-        for i in range(n_in):
-            for j in range(n_out):
-                T[j, i] = W[i, j]
+def _transpose_rows(WT, theta, layers, layer, i0, i1):
+    # rows [i0, i1) of the layer's W into columns of its W.T
+    n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
+    W = _matrix(theta, layers[layer, W_AT], n_in, n_out)
+    T = _matrix(WT, layers[layer, WT_AT], n_out, n_in)
+    for i in range(i0, i1):
+        for j in range(n_out):
+            T[j, i] = W[i, j]
 
 
 @kernel
@@ -89,7 +89,9 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
     n_layers = layers.shape[0]
     last = n_layers - 1
     caller_mode = flush_subnormals()
-    refresh_transposes(WT, theta, layers)
+    # W.T of every layer but the first (whose input needs no delta), from theta as it is
+    for layer in range(1, n_layers):
+        _transpose_rows(WT, theta, layers, layer, 0, layers[layer, FAN_IN])
     total = 0.0
     for batch_start in range(first_row, first_row + n_rows, batch_size):
         B = min(batch_size, first_row + n_rows - batch_start)
@@ -101,14 +103,14 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
         for part in prange(n_parts):
             mode = flush_subnormals()  # per thread: workers too
             r0, r1 = _part(B, part, n_parts)
-            x = _matrix(acts, 0, B, layers[0, FAN_IN])
+            x = _matrix(acts, layers[0, IN_AT], B, layers[0, FAN_IN])
             for r in range(r0, r1):
                 source = X[index[r]]
                 for j in range(source.size):
                     x[r, j] = real(source[j]) / real(divisor)
             for layer in range(n_layers):
                 n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
-                h_in = _matrix(acts, 0 if layer == 0 else layers[layer - 1, OUT_AT], B, n_in)
+                h_in = _matrix(acts, layers[layer, IN_AT], B, n_in)
                 h = _matrix(acts, layers[layer, OUT_AT], B, n_out)
                 matmul(h[r0:r1], h_in[r0:r1], _matrix(theta, layers[layer, W_AT], n_in, n_out))
                 b = theta[layers[layer, B_AT]:layers[layer, B_AT] + n_out]
@@ -124,9 +126,9 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
                                                         sample_weight[index[r]], weight_sum)
             for layer in range(last, 0, -1):
                 n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
-                below = layers[layer - 1, OUT_AT]
                 d_out = _matrix(deltas, layers[layer, OUT_AT], B, n_out)
-                d_in, h_in = _matrix(deltas, below, B, n_in), _matrix(acts, below, B, n_in)
+                d_in = _matrix(deltas, layers[layer, IN_AT], B, n_in)
+                h_in = _matrix(acts, layers[layer, IN_AT], B, n_in)
                 matmul(d_in[r0:r1], d_out[r0:r1], _matrix(WT, layers[layer, WT_AT], n_out, n_in))
                 for r in range(r0, r1):
                     activation_grad_row(d_in[r], d_in[r], h_in[r], layers[layer - 1, CODE])
@@ -148,7 +150,7 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
             for layer in range(n_layers):
                 n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
                 w_at, b_at = layers[layer, W_AT], layers[layer, B_AT]
-                h_in = _matrix(acts, 0 if layer == 0 else layers[layer - 1, OUT_AT], B, n_in)
+                h_in = _matrix(acts, layers[layer, IN_AT], B, n_in)
                 d_out = _matrix(deltas, layers[layer, OUT_AT], B, n_out)
                 i0, i1 = _part(n_in, part, n_parts)
                 matmul(_matrix(grad, w_at, n_in, n_out)[i0:i1], h_in.T[i0:i1], d_out)
@@ -156,11 +158,7 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
                 adam_range(theta[lo:hi], m[lo:hi], v[lo:hi], grad[lo:hi], rate, a1, a2, tiny,
                            decay)
                 if layer > 0:
-                    W = _matrix(theta, w_at, n_in, n_out)
-                    T = _matrix(WT, layers[layer, WT_AT], n_out, n_in)
-                    for i in range(i0, i1):
-                        for j in range(n_out):
-                            T[j, i] = W[i, j]
+                    _transpose_rows(WT, theta, layers, layer, i0, i1)
                 j0, j1 = _part(n_out, part, n_parts)
                 lo, hi = b_at + j0, b_at + j1
                 db = grad[lo:hi]
@@ -182,7 +180,7 @@ def _warmup(dtype) -> None:
     if dtype != np.float32:
         return  # float64 networks train on the generic path
     # 3 -> 4 (relu) -> 2 softmax, batches of 2 rows out of 3
-    layers = np.array([[3, 4, 0, 20, 6, 0, RELU], [4, 2, 12, 24, 14, 0, IDENTITY]],
+    layers = np.array([[3, 4, 0, 20, 0, 6, 0, RELU], [4, 2, 12, 24, 6, 14, 0, IDENTITY]],
                       np.int64)
     theta = np.linspace(-1, 1, 26).astype(dtype)
     buffers = [np.zeros(26, dtype) for _ in range(3)]
