@@ -353,6 +353,30 @@ def test_mnist_accuracy_floor_mlp_seed(shared_data):
     assert np.median(scores) >= 0.973, scores
 
 
+def test_one_call_prediction_equals_the_layer_by_layer_one(digits):
+    # float32 dense networks predict through _fused.DenseForward (Numba's products, one
+    # call); the layers' own kernels (BLAS) must agree to float32 rounding.
+    X, y = digits
+    X = X.astype(np.float32)  # float64 data trains a float64 network, layer by layer
+    for labels in (y, y % 2):  # softmax, and a single logistic unit
+        model = quiet_fit(MLPClassifier((16, 8), max_iter=20, random_state=0, n_jobs=2),
+                          X, labels)
+        assert model._state.dense_forward(X) is not None
+        fast = model.predict_proba(X)
+        layered = np.empty_like(fast)
+        model._state.network.predict_proba(X, layered)
+        np.testing.assert_allclose(fast, layered, rtol=1e-5, atol=1e-7)
+        one_thread = quiet_fit(clone(model).set_params(n_jobs=1), X, labels)
+        np.testing.assert_array_equal(one_thread.predict_proba(X), fast)
+    pixels = (X * 255).astype(np.uint8)  # uint8 means intensities: divided by 255
+    np.testing.assert_array_equal(model.predict_proba(pixels),
+                                  model.predict_proba((pixels / 255).astype(np.float32)))
+    bad = X.copy()
+    bad[1000, 7] = np.nan  # in the second thread's rows
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        model.predict_proba(bad)
+
+
 def test_prediction_fast_paths_give_the_same_answers(digits):
     # Plain C-contiguous arrays skip validate_data, and up to 16 rows run on serial kernels:
     # the answers must be those of the full path, and bad values must still be refused.

@@ -1,7 +1,8 @@
-"""The MLP's fast training path: many Adam steps per compiled call.
+"""The MLP's fast paths: many Adam steps per compiled call, and prediction in one call.
 
 ``FusedAdam`` lays a network of dense layers out for ``_kernels.mlp_steps.adam_steps`` and
-runs an epoch through it a chunk of batches at a time. The arithmetic is the layer-by-layer
+runs an epoch through it a chunk of batches at a time. ``DenseForward`` predicts with the
+same layout through ``_kernels.mlp_forward``. The arithmetic is the layer-by-layer
 path's (the same loss, gradients, L2 term and Adam update), in a different order of
 multiply-adds, so the weights agree to float32 rounding rather than bit for bit.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._kernels import mlp_steps
+from ._kernels import mlp_forward, mlp_steps
 from ._kernels.activation import IDENTITY
 from ._layers import Activation, Dense
 from ._network import Network
@@ -20,6 +21,9 @@ from ._optim import Adam
 # Batches per compiled call: long enough that the call's own cost (~20 us) vanishes, short
 # enough for a lively progress bar and a prompt KeyboardInterrupt.
 CHUNK_BATCHES = 64
+
+# What the fused kernels read: pixel intensities (divided by 255) or float32 values.
+INPUT_DTYPES = (np.uint8, np.float32)
 
 
 class FusedAdam:
@@ -44,32 +48,18 @@ class FusedAdam:
         self.X, self.labels, self.sample_weight = X, labels, sample_weight
         self.divisor = 255.0 if X.dtype == np.uint8 else 1.0
         self.batch_size = batch_size
-        denses, activations = network.layers[0::2], network.layers[1::2]
-        # The gathered input at offset 0 of acts, each layer's output after its input.
-        rows, in_at, wt_at = [], 0, 0
-        for k, dense in enumerate(denses):
-            (n_in,), (n_out,) = dense.input_shape, dense.output_shape
-            out_at = in_at + batch_size * n_in
-            code = activations[k].code if k < len(activations) else IDENTITY  # logits
-            rows.append((n_in, n_out, network.offset(2 * k, "W"), network.offset(2 * k, "b"),
-                         in_at, out_at, wt_at, code))
-            in_at = out_at
-            wt_at += n_in * n_out if k > 0 else 0  # the first layer needs no W.T
-        out_at = in_at + batch_size * denses[-1].output_shape[0]
-        self.layers = np.array(rows, np.int64)
+        self.layers, n_acts, n_wt = dense_layer_table(network, batch_size)
         dtype = network.dtype
-        self.acts, self.deltas = np.empty(out_at, dtype), np.empty(out_at, dtype)
-        self.WT = np.empty(wt_at, dtype)
+        self.acts, self.deltas = np.empty(n_acts, dtype), np.empty(n_acts, dtype)
+        self.WT = np.empty(n_wt, dtype)
         self.row_loss = np.empty(batch_size, dtype)
         self.column_squares = np.empty(int(self.layers[:, mlp_steps.FAN_OUT].max()))
 
     @staticmethod
     def supports(network: Network, optimizer, X) -> bool:
         """Whether this path can train ``network`` with ``optimizer`` on ``X``."""
-        kinds = [type(layer) for layer in network.layers]
         return (isinstance(optimizer, Adam) and network.output == "softmax"
-                and network.dtype == np.float32 and X.dtype in (np.uint8, np.float32)
-                and kinds == [Dense, Activation] * (len(kinds) // 2) + [Dense])
+                and DenseForward.supports(network) and X.dtype in INPUT_DTYPES)
 
     def run(self, order: np.ndarray, first_row: int, n_rows: int, alpha: float) -> float:
         """Train on ``order[first_row:first_row + n_rows]``; the sum of batch losses x rows.
@@ -84,3 +74,70 @@ class FusedAdam:
             opt.learning_rate_init, opt.beta_1, opt.beta_2, opt.epsilon, opt.t, float(alpha))
         opt.t += -(-n_rows // self.batch_size)
         return total
+
+
+class DenseForward:
+    """Class probabilities of a float32 dense network, all layers in one call.
+
+    Rows are split over ``n_parts`` threads, and each thread takes its rows through the
+    network ``BLOCK_ROWS`` at a time (a block's activations, ~130 KB for mlp-seed, stay in
+    the core's L2 cache).
+    """
+
+    BLOCK_ROWS = 32
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._tables: dict[int, tuple[np.ndarray, int]] = {}  # block rows -> (table, size)
+
+    @staticmethod
+    def supports(network: Network) -> bool:
+        """Whether ``network`` is float32 Dense and Activation layers alternating, ending
+        with a Dense one: what this path (for inputs of ``INPUT_DTYPES``) and
+        ``FusedAdam`` run."""
+        kinds = [type(layer) for layer in network.layers]
+        return (network.dtype == np.float32
+                and kinds == [Dense, Activation] * (len(kinds) // 2) + [Dense])
+
+    def predict_proba(self, X, n_parts: int) -> tuple[np.ndarray, bool]:
+        """``(probabilities, whether every row was finite)`` for the rows of ``X``.
+
+        X is uint8 (pixel intensities, divided by 255) or float32, (n, n_features). The
+        second value is False when a row may hold a NaN or infinity: the caller checks X.
+        """
+        n = len(X)
+        n_parts = max(1, min(n_parts, n))
+        block = min(self.BLOCK_ROWS, -(-n // n_parts))
+        if block not in self._tables:
+            table, size, _ = dense_layer_table(self.network, block)
+            self._tables[block] = table, size
+        table, size = self._tables[block]
+        dtype = self.network.dtype
+        out = np.empty((n, max(2, self.network.output_shape[0])), dtype)
+        kernel = mlp_forward.predict_proba
+        run = kernel.serial if n_parts == 1 else kernel  # no thread to wake for one part
+        divisor = 255.0 if X.dtype == np.uint8 else 1.0
+        n_bad = run(out, X, divisor, self.network.theta, table,
+                    np.empty((n_parts, size), dtype))
+        return out, n_bad == 0
+
+
+def dense_layer_table(network: Network, rows: int) -> tuple[np.ndarray, int, int]:
+    """The ``mlp_steps`` layer table of a dense network, activations laid out for ``rows``.
+
+    Returns the table, the values ``acts`` needs (the input, then every layer's output,
+    each ``rows`` x width) and the values the transposed weights of every layer but the
+    first need.
+    """
+    denses, activations = network.layers[0::2], network.layers[1::2]
+    table, in_at, wt_at = [], 0, 0
+    for k, dense in enumerate(denses):
+        (n_in,), (n_out,) = dense.input_shape, dense.output_shape
+        out_at = in_at + rows * n_in
+        code = activations[k].code if k < len(activations) else IDENTITY  # logits
+        table.append((n_in, n_out, network.offset(2 * k, "W"), network.offset(2 * k, "b"),
+                      in_at, out_at, wt_at, code))
+        in_at = out_at
+        wt_at += n_in * n_out if k > 0 else 0  # the first layer needs no W.T
+    n_acts = in_at + rows * denses[-1].output_shape[0]
+    return np.array(table, np.int64), n_acts, wt_at

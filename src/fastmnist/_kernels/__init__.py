@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "norm", "dropout", "optim",
-                  "mlp_steps")
+                  "mlp_steps", "mlp_forward")
 
 
 def warmup(dtypes=(np.float32,)) -> dict[str, float]:

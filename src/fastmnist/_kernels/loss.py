@@ -64,20 +64,26 @@ def softmax_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
     return loss / weight_sum
 
 
+@inlined_kernel
+def softmax_row(probs, logits):
+    # logits (C,) -> probs (C,), summing to 1; the row maximum is subtracted first
+    row_max = logits[0]
+    for c in range(1, logits.size):
+        if logits[c] > row_max:
+            row_max = logits[c]
+    total = 0.0
+    for c in range(logits.size):
+        probs[c] = np.exp(logits[c] - row_max)
+        total += probs[c]
+    for c in range(logits.size):
+        probs[c] /= total
+
+
 @parallel_kernel
 def softmax(probs, logits):
     # logits (B, C) -> probs (B, C), rows summing to 1
     for i in prange(logits.shape[0]):
-        row_max = logits[i, 0]
-        for c in range(1, logits.shape[1]):
-            if logits[i, c] > row_max:
-                row_max = logits[i, c]
-        total = 0.0
-        for c in range(logits.shape[1]):
-            probs[i, c] = np.exp(logits[i, c] - row_max)
-            total += probs[i, c]
-        for c in range(logits.shape[1]):
-            probs[i, c] /= total
+        softmax_row(probs[i], logits[i])
 
 
 @parallel_kernel
