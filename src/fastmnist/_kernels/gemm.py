@@ -71,8 +71,8 @@ def _update_row(c, a, B, start, stop):
             low = fma(a3, B3[j], fma(a2, B2[j], fma(a1, B1[j], fma(a0, B0[j], c[j]))))
             c[j] = fma(a7, B7[j], fma(a6, B6[j], fma(a5, B5[j], fma(a4, B4[j], low))))
         k += 8
-    for k in range(k, stop):
-        ak, Bk = a[k], B[k]
+    for rest in range(k, stop):
+        ak, Bk = a[rest], B[rest]
         for j in range(c.size):
             c[j] = fma(ak, Bk[j], c[j])
 
