@@ -72,6 +72,22 @@ def test_maxpool_matches_reference(case, dtype):
                                rtol=1e-12 if dtype == np.float64 else 1e-6, atol=0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("twin", ["parallel", "serial"])
+def test_maxpool_values_for_prediction_equal_the_training_kernels(case, dtype, twin):
+    B, C, H, W, size, stride = case
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3, (B, C, H, W)).astype(dtype) - 1.0  # ties, and -0 vs 0 below
+    x[x == 0] = rng.choice([0.0, -0.0], int((x == 0).sum()))
+    x.flat[rng.choice(x.size, max(1, x.size // 9), replace=False)] = np.nan
+    want, _ = max_forward(x, size, stride)
+    y = np.full_like(want, 7.0)
+    getattr(pool.maxpool2d_values, twin)(y, x, size, stride)
+    np.testing.assert_array_equal(y, want)  # NaN where it is, the same zero's sign
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
+
+
 def test_maxpool_ties_go_to_the_first_maximum_by_hand():
     x = np.array([[[[1.0, 5.0, 5.0], [5.0, 2.0, 5.0], [0.0, 5.0, 1.0]]]])
     y, argmax = max_forward(x, 2, 1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, parallel_kernel
+from ._jit import inlined_kernel, kernel, parallel_kernel
 
 
 @parallel_kernel
@@ -44,14 +44,47 @@ def _maxpool_plane(y, argmax, x, pool, stride):
             for iy in range(top, top + pool):
                 for ix in range(left, left + pool):
                     v = x[iy, ix]
-                    # Strictly greater keeps the first of equal maxima; the NaN test lets
-                    # the first NaN in and nothing after it. Selects, not branches: random
-                    # data would mispredict half of them.
-                    take = (v > best) | ((v != v) & (best == best))
+                    # Selects, not branches: random data would mispredict half of them.
+                    take = _takes_over(best, v)
                     best = v if take else best
                     where = iy * W + ix if take else where
             y[oy, ox] = best
             argmax[oy, ox] = where
+
+
+@inlined_kernel
+def _takes_over(best, v):
+    # Whether v replaces best as a window's maximum: strictly greater keeps the first of
+    # equal maxima; the NaN test lets the first NaN in and nothing after it.
+    return (v > best) | ((v != v) & (best == best))
+
+
+@parallel_kernel
+def maxpool2d_values(y, x, pool, stride):
+    # x (B, C, H, W) -> y (B, C, H', W'), the values of maxpool2d_forward without argmax,
+    # for prediction: tracking where each maximum was keeps the loops from vectorising
+    # (2x2 pool of (32, 26, 26): 1.8 us an image against 12.8).
+    B, C = x.shape[0], x.shape[1]
+    for bc in prange(B * C):
+        b, c = bc // C, bc % C
+        if pool == 2 and stride == 2:  # literals, as in maxpool2d_forward
+            _maxpool_plane_values(y[b, c], x[b, c], 2, 2)
+        else:
+            _maxpool_plane_values(y[b, c], x[b, c], pool, stride)
+
+
+@inlined_kernel
+def _maxpool_plane_values(y, x, pool, stride):
+    for oy in range(y.shape[0]):
+        row = y[oy]
+        for ox in range(row.size):
+            top, left = oy * stride, ox * stride
+            best = x[top, left]
+            for iy in range(top, top + pool):
+                for ix in range(left, left + pool):
+                    v = x[iy, ix]
+                    best = v if _takes_over(best, v) else best
+            row[ox] = best
 
 
 @parallel_kernel
@@ -99,6 +132,7 @@ def _warmup(dtype) -> None:
     y, argmax = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), np.int64)
     maxpool2d_forward(y, argmax, x, 2, 2)
     maxpool2d_backward(np.empty_like(x), argmax, y)
+    maxpool2d_values(y, x, 2, 2)
     pooled = np.empty((1, 1), dtype)
     global_avgpool_forward(pooled, x)
     global_avgpool_backward(np.empty_like(x), pooled)
