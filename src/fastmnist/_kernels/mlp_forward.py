@@ -23,10 +23,21 @@ from numba import prange
 from numba.extending import overload
 
 from ._jit import inlined_kernel, parallel_kernel
-from .activation import IDENTITY, LOGISTIC, RELU, activate_row
+from .activation import IDENTITY, LOGISTIC, activate_row
 from .gemm import matmul
 from .loss import softmax_row
-from .mlp_steps import B_AT, CODE, FAN_IN, FAN_OUT, IN_AT, OUT_AT, W_AT, _matrix, _part
+from .mlp_steps import (
+    B_AT,
+    CODE,
+    FAN_IN,
+    FAN_OUT,
+    IN_AT,
+    OUT_AT,
+    W_AT,
+    WARMUP_LAYERS,
+    _matrix,
+    _part,
+)
 
 
 @inlined_kernel
@@ -111,9 +122,8 @@ def _values_per_row(layers):
 def _warmup(dtype) -> None:
     if dtype != np.float32:
         return  # float64 networks predict layer by layer
-    # 3 -> 4 (relu) -> 2 softmax, and 3 -> 1 logistic; blocks of 2 rows, 2 parts
-    softmax_net = np.array([[3, 4, 0, 20, 0, 6, 0, RELU], [4, 2, 12, 24, 6, 14, 0, IDENTITY]],
-                           np.int64)
+    # mlp_steps's network with a softmax head, and 3 -> 1 logistic; blocks of 2 rows, 2 parts
+    softmax_net = WARMUP_LAYERS
     logistic_net = np.array([[3, 1, 0, 3, 0, 6, 0, IDENTITY]], np.int64)
     theta = np.linspace(-1, 1, 26).astype(dtype)
     X = np.arange(9, dtype=np.uint8).reshape(3, 3)

@@ -176,12 +176,17 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
     return total
 
 
+# The warm-ups' network, for this module and mlp_forward: 3 -> 4 (relu) -> 2, 26 parameters,
+# activations laid out for 2 rows (18 values).
+WARMUP_LAYERS = np.array([[3, 4, 0, 20, 0, 6, 0, RELU], [4, 2, 12, 24, 6, 14, 0, IDENTITY]],
+                         np.int64)
+
+
 def _warmup(dtype) -> None:
     if dtype != np.float32:
         return  # float64 networks train on the generic path
-    # 3 -> 4 (relu) -> 2 softmax, batches of 2 rows out of 3
-    layers = np.array([[3, 4, 0, 20, 0, 6, 0, RELU], [4, 2, 12, 24, 6, 14, 0, IDENTITY]],
-                      np.int64)
+    # softmax head, batches of 2 rows out of 3
+    layers = WARMUP_LAYERS
     theta = np.linspace(-1, 1, 26).astype(dtype)
     buffers = [np.zeros(26, dtype) for _ in range(3)]
     WT, acts, deltas = np.zeros(8, dtype), np.zeros(18, dtype), np.zeros(18, dtype)
