@@ -1,15 +1,27 @@
-"""gemm.matmul against NumPy: every remainder of its 8 x 4 unrolling, NaN, fused rounding."""
+"""gemm.matmul against NumPy: its 8 x 32 register tiles and their padded last columns, every
+remainder of the 8 x 4 row updates, NaN, fused rounding."""
 
 import numpy as np
 import pytest
 
 from fastmnist._kernels._jit import kernel
-from fastmnist._kernels.gemm import fma, matmul
+from fastmnist._kernels.gemm import TILE_COLS, TILE_MIN_K, TILE_ROWS, _matmul_rows, fma, matmul
 
-# M around multiples of 8 and K around multiples of 4 reach every remainder loop; N = 1
-# and 17 give the vector loops a tail only.
-SHAPES = [(1, 1, 1), (7, 3, 5), (8, 4, 16), (9, 5, 17), (16, 8, 1), (17, 13, 33),
-          (64, 289, 121)]
+# Short k (below TILE_MIN_K): M around multiples of 8 and K around multiples of 4 reach
+# every remainder loop of the row updates; N = 1 and 17 give the vector loops a tail only.
+ROW_SHAPES = [(1, 1, 1), (7, 3, 5), (8, 4, 16), (9, 5, 17), (16, 8, 1), (17, 13, 33)]
+# Long k: N around multiples of 32 gives whole tiles, a padded last tile, or only that one;
+# M around multiples of 8 leaves rows to the row updates, or (M < 8) every row.
+TILE_SHAPES = [(8, 32, 32), (9, 33, 31), (17, 40, 65), (16, 32, 1), (7, 64, 40),
+               (64, 289, 121), (24, 100, 96)]
+SHAPES = ROW_SHAPES + TILE_SHAPES
+
+
+def test_the_shapes_reach_both_paths():
+    assert all(K < TILE_MIN_K for _, K, _ in ROW_SHAPES)
+    assert all(K >= TILE_MIN_K for _, K, _ in TILE_SHAPES)
+    assert {N % TILE_COLS == 0 for _, _, N in TILE_SHAPES} == {True, False}
+    assert {M % TILE_ROWS == 0 for M, _, _ in TILE_SHAPES} == {True, False}
 
 
 @pytest.mark.parametrize("M, K, N", SHAPES)
@@ -24,14 +36,31 @@ def test_matmul_matches_numpy(M, K, N, dtype):
                                rtol=tol, atol=tol)
 
 
-def test_matmul_propagates_nan_to_its_row_and_column_only():
-    A, B = np.ones((9, 6), np.float32), np.ones((6, 5), np.float32)
-    A[8, 5], B[0, 2] = np.nan, np.nan  # row 8 through the tail loop; column 2 through B
-    C = np.empty((9, 5), np.float32)
+@pytest.mark.parametrize("M, K, N", TILE_SHAPES)
+def test_tiles_round_like_the_row_updates(M, K, N):
+    # Both accumulate each C[i, j] over k in order, one fma at a time: the same bits,
+    # whichever way the rows and columns are split. A is a transposed (strided) view, as
+    # in a training step's dW.
+    rng = np.random.default_rng(M + K + N)
+    A = rng.standard_normal((K, M)).astype(np.float32).T
+    B = rng.standard_normal((K, N)).astype(np.float32)
+    tiled, rows = np.empty((M, N), np.float32), np.empty((M, N), np.float32)
+    matmul(tiled, A, B)
+    _matmul_rows(rows, A, B, 0)
+    np.testing.assert_array_equal(tiled, rows)
+
+
+@pytest.mark.parametrize("K", [6, 40])
+def test_matmul_propagates_nan_to_its_row_and_column_only(K):
+    A, B = np.ones((9, K), np.float32), np.ones((K, 35), np.float32)
+    A[8, K - 1], B[0, 2], B[1, 33] = np.nan, np.nan, np.nan  # a left-over row; a whole
+    C = np.empty((9, 35), np.float32)                         # tile and the padded one
     matmul(C, A, B)
-    assert np.isnan(C[8]).all() and np.isnan(C[:, 2]).all()
-    assert np.count_nonzero(np.isnan(C)) == 5 + 9 - 1
-    assert np.all(C[:8][:, [0, 1, 3, 4]] == 6)
+    assert np.isnan(C[8]).all() and np.isnan(C[:, 2]).all() and np.isnan(C[:, 33]).all()
+    assert np.count_nonzero(np.isnan(C)) == 35 + 2 * (9 - 1)
+    finite = np.ones(35, bool)
+    finite[[2, 33]] = False
+    assert np.all(C[:8][:, finite] == K)
 
 
 @kernel
