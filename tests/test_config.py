@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -82,6 +83,21 @@ def test_cache_switch(setting, cache_class):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == cache_class
+
+
+def test_cached_kernels_are_named_after_every_kernel_source(tmp_path):
+    # A kernel's cache entry must go stale when a callee in another module changes.
+    (tmp_path / "gemm.py").write_text("def matmul(): return 1\n")
+    (tmp_path / "conv.py").write_text("def conv(): return matmul()\n")
+    before = _jit.sources_digest(tmp_path)
+    (tmp_path / "gemm.py").write_text("def matmul(): return 2\n")
+    assert _jit.sources_digest(tmp_path) != before
+    (tmp_path / "gemm.py").write_text("def matmul(): return 1\n")
+    assert _jit.sources_digest(tmp_path) == before
+    kernels = Path(_jit.__file__).parent
+    suffix = "_" + _jit.sources_digest(kernels)
+    assert dense.dense_forward.parallel.py_func.__qualname__.startswith("dense_forward" + suffix)
+    assert dense.dense_forward.serial.py_func.__qualname__.endswith(suffix + "_serial")
 
 
 def test_fastmath_keeps_nan_checks():

@@ -2,7 +2,8 @@
 
 - Lazy: no type signatures, so importing fastmnist compiles nothing; each kernel compiles on
   its first call for the dtypes it meets (float32 for training, float64 for gradient checks).
-- Cached on disk (``FASTMNIST_CACHE``), fast-math without ``nnan``/``ninf`` (``_config``).
+- Cached on disk (``FASTMNIST_CACHE``) under names that change with any kernel module's
+  source, fast-math without ``nnan``/``ninf`` (``_config``).
 - ``nogil``: kernels release the GIL, so threads calling them run truly in parallel.
 - ``parallel_kernel`` also compiles a serial twin of the same Python function. The twin is
   used from worker threads when Numba's threading layer is not thread-safe ("workqueue",
@@ -12,10 +13,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numba
 
@@ -23,8 +26,23 @@ from .._config import CACHE, FASTMATH
 
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
-# Numba's cache key ignores fastmath: builds without it get names of their own.
-_CACHE_SUFFIX = "" if FASTMATH else "_exact"
+
+def sources_digest(folder: Path) -> str:
+    """A short hash of the source of every module in ``folder``.
+
+    Numba checks a cached kernel against its own file only: a kernel whose callee changed in
+    another file (conv's products after an edit of gemm.py) would load its stale build.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+# Numba's disk cache keys a kernel by its qualified name (and its own file); the suffix puts
+# what else decides the build into that name: every kernel module's source, and fastmath
+# (which Numba's key ignores).
+_CACHE_SUFFIX = f"_{sources_digest(Path(__file__).parent)}" + ("" if FASTMATH else "_exact")
 
 # Threading layers that tolerate parallel launches from several threads at once.
 _THREADSAFE_LAYERS = {"omp", "tbb"}
@@ -76,8 +94,6 @@ def _renamed_copy(function, suffix):
     # Numba's disk cache keys a function by its qualified name and bytecode, not by the
     # ``parallel`` or ``fastmath`` options: without a distinct name both twins would load
     # whichever build was cached first (a "serial" twin running on every thread).
-    if not suffix:
-        return function
     twin = types.FunctionType(function.__code__, function.__globals__, function.__name__,
                               function.__defaults__, function.__closure__)
     twin.__qualname__ = function.__qualname__ + suffix
