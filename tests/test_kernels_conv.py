@@ -22,6 +22,10 @@ CASES = [
     (3, 2, 1, 1, 3, 3, 1, "same"),  # a 1x1 image seen through a 3x3 kernel
     (17, 3, 4, 4, 3, 2, 1, "valid"),
     (4, 33, 6, 7, 9, 3, 1, "valid"),
+    # Wide enough for gemm's register tiles in every product: (dW | db) computed as
+    # dy @ colT.T (F 16 > C*K*K + 1 = 10, as conv1), and transposed (F 8 < 37, as conv2).
+    (3, 1, 12, 11, 16, 3, 1, "valid"),
+    (2, 4, 10, 10, 8, 3, 1, "same"),
 ]
 # float32: the products add up to 33 * 3 * 3 = 297 terms of size ~1 one after another, whose
 # rounding errors grow to a few 1e-5 (float32's epsilon is 1.2e-7).

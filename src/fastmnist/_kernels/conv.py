@@ -14,17 +14,15 @@ product adds the bias and sums db too):
 - dx:       dcolT (CKK, n P) = W.T @ dy, then col2im (the adjoint of im2col).
 
 The images are split into fixed groups, one prange task each; each task runs its products
-one after another, in Numba (gemm.matmul) or in BLAS, which ``_config.threads`` keeps on one
-thread: call these kernels inside it (outside, each task would start BLAS threads of its
-own). Measured at the benchmark model's shapes (batch 128, float32, 2 threads; conv1 1->32
-3x3 on 28x28 without dx, conv2 32->64 3x3 on 13x13 with dx), forward + backward, medians:
+one after another in gemm.matmul (Numba); BLAS is not used. Measured at the benchmark
+model's shapes (batch 128, float32, 2 threads; conv1 1->32 3x3 on 28x28 without dx, conv2
+32->64 3x3 on 13x13 with dx), forward + backward, medians:
 
-- this design: conv1 0.51 + 0.66 ms, conv2 2.7 + 6.5 ms;
+- this design: conv1 0.36 + 0.72 ms, conv2 1.9 + 4.4 ms;
+- the same with matmul's older row updates and (dW | db) in BLAS: conv2 2.7 + 6.5 ms;
 - every product in BLAS, one image at a time: conv2 3.5 + 6.7 ms;
 - one big product per layer, (F, CKK) @ (CKK, B * P): BLAS is on one thread, so conv2's
-  three products alone take 15 ms;
-- dW in matmul too, from a pixel-major copy of the columns: the copy costs what matmul
-  saves over BLAS (2.1 + 4.1 against 0.7 + 5.7 ms on one thread).
+  three products alone take 15 ms.
 """
 
 from __future__ import annotations
@@ -86,16 +84,16 @@ def _work_length(images, C, F, K, stride, H_out, W_out):
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
     return (2 * F * CKK1 + (CKK1 - 1) * F + CKK1 * images * P + F * images * P
-            + C * H_pad * W_pad)
+            + min(F, CKK1) * images * P + C * H_pad * W_pad)
 
 
 @kernel
 def _weight_scratch(row, CKK, F):
     # The first views of a group's row of work, the same for every product:
     # - part (F, CKK + 1): the group's partial (dW | db), where conv2d_backward adds the
-    #   partials up;
+    #   partials up (laid out transposed, (CKK + 1, F), when _dw_transposed);
     # - wb (F, CKK + 1): (W | b) in the forward pass, a product's term of (dW | db) in the
-    #   backward pass;
+    #   backward pass (laid out like part);
     # - wT (CKK, F): W transposed, for dx.
     n = F * (CKK + 1)
     return (row[:n].reshape(F, CKK + 1), row[n:2 * n].reshape(F, CKK + 1),
@@ -108,15 +106,19 @@ def _image_scratch(row, images, C, F, K, stride, H_out, W_out):
     # - colT (CKK + 1, images, P): the images' im2col side by side, so that one product
     #   covers them all, with a last row of ones for the bias;
     # - out (F, images, P): the product, or the images' dy gathered;
+    # - flat (images * P * min(F, CKK + 1),): the smaller of dy and colT[:CKK + 1]
+    #   transposed, for (dW | db);
     # - xp (C, H_pad, W_pad): the zero-padded image.
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
     start = 2 * F * CKK1 + (CKK1 - 1) * F
     end_colT = start + CKK1 * images * P
     end_out = end_colT + F * images * P
+    end_flat = end_out + min(F, CKK1) * images * P
     return (row[start:end_colT].reshape(CKK1, images, P),
             row[end_colT:end_out].reshape(F, images, P),
-            row[end_out:end_out + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
+            row[end_out:end_flat],
+            row[end_flat:end_flat + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
 
 
 @kernel
@@ -135,9 +137,11 @@ def _check_work(work, B, C, F, K, stride, H_out, W_out):
         raise ValueError("work is smaller than conv2d_workspace_shape")
 
 
-# The products: Y = (W | b) @ colT and dcolT = W.T @ dy run in gemm.matmul (Numba, 1.1-1.4x
-# OpenBLAS's AVX2 kernels at these shapes); (dW | db) = dy @ colT.T stays in BLAS, which
-# reads colT transposed where matmul would need a transposed copy.
+# The products run in gemm.matmul (Numba, ~2x OpenBLAS's AVX2 kernels at these shapes):
+# Y = (W | b) @ colT, dcolT = W.T @ dy and (dW | db) = dy @ colT.T. matmul wants its right
+# factor row by row, so the last one copies the smaller of dy (F x pixels) and colT
+# ((CKK + 1) x pixels) transposed: conv2 (F 64, CKK + 1 289) computes (dW | db).T =
+# colT @ dy.T, conv1 (32 and 10) dy @ colT.T.
 # A product covers whole images, at least _COLUMNS columns (conv2: 4 images of 121 pixels,
 # conv1: one of 676): wide enough for the vector loops, small enough that colT stays in the
 # L2 cache between im2col and the product (a group's 8 images at once: 20% slower).
@@ -159,7 +163,7 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left):
         wb[:, :CKK] = w.reshape(F, CKK)
         wb[:, CKK] = b
         for first, n in _chunks(g, G, B, P):
-            colT, out, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
+            colT, out, _, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
             _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
             # One image's product goes straight into y; several are moved there after.
             product = y[first].reshape(F, P) if n == 1 else out.reshape(F, n * P)
@@ -189,7 +193,7 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
         if need_dx:
             wT[:] = w.reshape(F, CKK).T
         for first, n in _chunks(g, G, B, P):
-            colT, dyg, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
+            colT, dyg, flat, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
             _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
             # One image's dy is used where it is; several are gathered side by side.
             dyg2 = dy[first].reshape(F, P) if n == 1 else dyg.reshape(F, n * P)
@@ -199,7 +203,14 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
                     for f in range(F):
                         dyg[f, i] = dyi[f]
             colT2 = colT.reshape(CKK + 1, n * P)
-            np.dot(dyg2, colT2.T, term)
+            if _dw_transposed(F, CKK):
+                dyT = flat.reshape(n * P, F)
+                _transpose(dyT, dyg2)
+                matmul(term.reshape(CKK + 1, F), colT2, dyT)
+            else:
+                col = flat.reshape(n * P, CKK + 1)
+                _transpose(col, colT2)
+                matmul(term, dyg2, col)
             _add(part.reshape(part.size), term.reshape(term.size))
             if need_dx:
                 matmul(colT2[:CKK], wT, dyg2)  # colT is spent: it takes the dcolT
@@ -212,13 +223,17 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
                         _col2im(dxi, colT, i, K, stride, H_out, W_out)
     # (dW | db) = the partial ones added in group order; each thread owns whole filters.
     dwm = dw.reshape(F, CKK)
+    transposed = _dw_transposed(F, CKK)
     for f in prange(F):
-        start = f * (CKK + 1)
-        dwm[f, :] = work[0, start:start + CKK]
-        db[f] = work[0, start + CKK]
-        for g in range(1, G):
-            _add(dwm[f], work[g, start:start + CKK])
-            db[f] += work[g, start + CKK]
+        for k in range(CKK + 1):
+            at = k * F + f if transposed else f * (CKK + 1) + k
+            total = work[0, at]
+            for g in range(1, G):
+                total += work[g, at]
+            if k < CKK:
+                dwm[f, k] = total
+            else:
+                db[f] = total
 
 
 @kernel
@@ -228,6 +243,20 @@ def _chunks(g, G, B, P):
     first, stop = g * B // G, (g + 1) * B // G
     size = _chunk(B, G, P)
     return [(start, min(size, stop - start)) for start in range(first, stop, size)]
+
+
+@kernel
+def _dw_transposed(F, CKK):
+    # Whether (dW | db) is computed transposed, as colT @ dy.T (see the products above)
+    return F <= CKK + 1
+
+
+@kernel
+def _transpose(outT, out):
+    # out (R, n) -> outT (n, R)
+    for r in range(out.shape[0]):
+        for p in range(out.shape[1]):
+            outT[p, r] = out[r, p]
 
 
 @kernel
