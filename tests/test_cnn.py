@@ -89,6 +89,23 @@ def test_predictions_follow_the_documented_layout():
     np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_pool_and_relu_backward_in_one_pass_equal_two_passes(monkeypatch):
+    # The network hands each ReLU -> MaxPool2D pair's backward pass to one kernel; the
+    # gradient must have the same bits as the layers' own passes one after the other.
+    rng = np.random.default_rng(2)
+    X, y = rng.random((40, 100)).astype(np.float32), np.arange(40) % 3
+    model = quiet_fit(CNNClassifier((4, 6), dropout=0.0, max_iter=1, random_state=0), X, y)
+    network = model._state.network
+    assert [i for i in range(len(network.layers)) if network._follows_relu(i)] == [2, 5]
+    x, codes, weights = X.reshape(40, 1, 10, 10), y.astype(np.int64), np.ones(40, np.float32)
+    one_pass = network.loss_and_gradient(x, codes, weights), network.grad.copy()
+    monkeypatch.setattr(Network, "_follows_relu", lambda self, i: False)
+    two_passes = network.loss_and_gradient(x, codes, weights), network.grad.copy()
+    assert one_pass[0] == two_passes[0]
+    np.testing.assert_array_equal(one_pass[1], two_passes[1])
+    assert np.count_nonzero(one_pass[1]) > one_pass[1].size // 2
+
+
 def test_prediction_buffers_stay_within_their_budget():
     # A 28x28 CNN needs ~0.6 MB of batch buffers per image: predicting 300 rows goes in
     # chunks that fit 32 MB, not in one 180 MB batch, and gives the same answers.

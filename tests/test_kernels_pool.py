@@ -6,6 +6,7 @@ import pytest
 from naive import numerical_gradient
 
 from fastmnist._config import threads
+from fastmnist._kernels import activation as act
 from fastmnist._kernels import pool
 
 # (B, C, H, W, pool, stride): prime sizes, 1x1 outputs, overlapping windows (stride 1),
@@ -130,6 +131,30 @@ def test_pool_gradients_by_finite_differences(case):
 
     np.testing.assert_allclose(avg_backward(x, R_avg), numerical_gradient(avg_loss, x),
                                rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_pool_backward_through_relu_equals_the_two_passes(case, dtype):
+    # A ReLU's output (zeros, positives, a NaN) pooled; dy with -0.0, NaN and inf in it.
+    B, C, H, W, size, stride = case
+    rng = np.random.default_rng(7)
+    x = np.maximum(rng.integers(-4, 2, (B, C, H, W)), 0).astype(dtype)
+    x[0, 0, :size, :size] = 0  # a window whose maximum is 0
+    x.flat[-1] = np.nan
+    y, argmax = max_forward(x, size, stride)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy.flat[rng.permutation(dy.size)[:3]] = [-0.0, np.nan, np.inf][:dy.size]
+    two_passes = max_backward(x, argmax, dy)
+    flat = two_passes.reshape(B, -1)
+    act.activation_backward(flat, flat, x.reshape(B, -1), act.RELU)
+    for kernel in (pool.maxpool2d_relu_backward.parallel, pool.maxpool2d_relu_backward.serial):
+        fused = np.full_like(x, 7.0)
+        kernel(fused, argmax, dy, y)
+        np.testing.assert_array_equal(fused, two_passes)
+        np.testing.assert_array_equal(np.signbit(fused), np.signbit(two_passes))
+    if y.size > 2:  # both branches were taken
+        assert (y == 0).any() and np.count_nonzero(two_passes) > 0
 
 
 def run_all(x, dy_max, dy_avg, size, stride, twin="__call__"):

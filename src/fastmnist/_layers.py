@@ -287,6 +287,12 @@ class MaxPool2D(Layer):
         pool_kernels.maxpool2d_backward(dx, self.argmax, dy)
         return dx
 
+    def backward_through_relu(self, ws, dy):
+        """This layer's backward pass, then that of the ReLU just before it, in one kernel."""
+        dx = ws["dx"][: len(dy)]
+        pool_kernels.maxpool2d_relu_backward(dx, self.argmax, dy, ws["y"][: len(dy)])
+        return dx
+
     def __repr__(self):
         return f"MaxPool2D({self.pool})"
 

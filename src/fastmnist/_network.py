@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._kernels import loss as loss_kernels
-from ._layers import Layer
+from ._layers import Activation, Layer, MaxPool2D
 
 _LOSSES = {
     "softmax": loss_kernels.softmax_cross_entropy,
@@ -144,9 +144,22 @@ class Network:
         delta = self._dlogits[:n]
         # Looked up by name, not stored: kernels are not picklable, networks must be.
         value = _LOSSES[self.output](delta, self._row_loss[:n], logits, labels, weights)
-        for i in range(len(self.layers) - 1, -1, -1):
-            delta = self.layers[i].backward(self._workspaces[i], delta, need_dx=i > 0)
+        i = len(self.layers) - 1
+        while i >= 0:
+            layer = self.layers[i]
+            if self._follows_relu(i):  # one pass for the pool and the ReLU before it
+                delta = layer.backward_through_relu(self._workspaces[i], delta)
+                i -= 2
+            else:
+                delta = layer.backward(self._workspaces[i], delta, need_dx=i > 0)
+                i -= 1
         return value
+
+    def _follows_relu(self, i: int) -> bool:
+        # Whether layers[i] is max pooling right after a ReLU
+        return (i > 0 and isinstance(self.layers[i], MaxPool2D)
+                and isinstance(self.layers[i - 1], Activation)
+                and self.layers[i - 1].name == "relu")
 
     def predict_proba(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch into ``out`` (n, n_classes)."""

@@ -90,16 +90,36 @@ def _maxpool_plane_values(y, x, pool, stride):
 @parallel_kernel
 def maxpool2d_backward(dx, argmax, dy):
     # dy (B, C, H', W'), argmax (B, C, H', W') -> dx (B, C, H, W)
-    B, C, H, W = dx.shape
-    H_out, W_out = dy.shape[2], dy.shape[3]
-    for bc in prange(B * C):
+    C = dx.shape[1]
+    for bc in prange(dx.shape[0] * C):
         b, c = bc // C, bc % C
-        plane = dx[b, c].reshape(H * W)
-        plane[:] = 0
-        # Overlapping windows (stride < pool) add into the same input, in output order.
-        for oy in range(H_out):
-            for ox in range(W_out):
-                plane[argmax[b, c, oy, ox]] += dy[b, c, oy, ox]
+        _route_plane(dx[b, c], argmax[b, c], dy[b, c], dy[b, c], False)
+
+
+@parallel_kernel
+def maxpool2d_relu_backward(dx, argmax, dy, y):
+    # maxpool2d_backward, then the backward pass of the ReLU that fed the pool, in one pass
+    # over dx: y (B, C, H', W') is the pool's output, so the ReLU's output at argmax, and
+    # ReLU passes no gradient where that is 0. The same bits as the two kernels one after
+    # the other, without reading and writing the ReLU's output gradient again (cnn-keras,
+    # batch 128: ReLU's backward passes took 2.5 ms of a 16 ms step).
+    C = dx.shape[1]
+    for bc in prange(dx.shape[0] * C):
+        b, c = bc // C, bc % C
+        _route_plane(dx[b, c], argmax[b, c], dy[b, c], y[b, c], True)
+
+
+@inlined_kernel
+def _route_plane(dx, argmax, dy, y, relu_gate):
+    # One plane: dy (H', W') -> dx (H, W) at argmax; with relu_gate, not where y is 0
+    plane = dx.reshape(dx.size)
+    plane[:] = 0
+    # Overlapping windows (stride < pool) add into the same input, in output order.
+    for oy in range(dy.shape[0]):
+        for ox in range(dy.shape[1]):
+            # NaN == 0 is False: a NaN maximum passes its gradient, as in ReLU.
+            if not (relu_gate and y[oy, ox] == 0):
+                plane[argmax[oy, ox]] += dy[oy, ox]
 
 
 @parallel_kernel
@@ -132,6 +152,7 @@ def _warmup(dtype) -> None:
     y, argmax = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), np.int64)
     maxpool2d_forward(y, argmax, x, 2, 2)
     maxpool2d_backward(np.empty_like(x), argmax, y)
+    maxpool2d_relu_backward(np.empty_like(x), argmax, y, y)
     maxpool2d_values(y, x, 2, 2)
     pooled = np.empty((1, 1), dtype)
     global_avgpool_forward(pooled, x)
