@@ -5,15 +5,24 @@ import numpy as np
 import pytest
 
 from fastmnist._kernels._jit import kernel
-from fastmnist._kernels.gemm import TILE_COLS, TILE_MIN_K, TILE_ROWS, _matmul_rows, fma, matmul
+from fastmnist._kernels.gemm import (
+    ROW_TILE_COLS,
+    TILE_COLS,
+    TILE_MIN_K,
+    TILE_ROWS,
+    _matmul_rows,
+    fma,
+    matmul,
+)
 
 # Short k (below TILE_MIN_K): M around multiples of 8 and K around multiples of 4 reach
 # every remainder loop of the row updates; N = 1 and 17 give the vector loops a tail only.
 ROW_SHAPES = [(1, 1, 1), (7, 3, 5), (8, 4, 16), (9, 5, 17), (16, 8, 1), (17, 13, 33)]
 # Long k: N around multiples of 32 gives whole tiles, a padded last tile, or only that one;
-# M around multiples of 8 leaves rows to the row updates, or (M < 8) every row.
+# M around multiples of 8 leaves rows to the row updates, or (M < 8) every row; with N a
+# multiple of 128 those rows go through one-row tiles instead.
 TILE_SHAPES = [(8, 32, 32), (9, 33, 31), (17, 40, 65), (16, 32, 1), (7, 64, 40),
-               (64, 289, 121), (24, 100, 96)]
+               (64, 289, 121), (24, 100, 96), (1, 784, 128), (11, 32, 256), (16, 48, 128)]
 SHAPES = ROW_SHAPES + TILE_SHAPES
 
 
@@ -22,6 +31,8 @@ def test_the_shapes_reach_both_paths():
     assert all(K >= TILE_MIN_K for _, K, _ in TILE_SHAPES)
     assert {N % TILE_COLS == 0 for _, _, N in TILE_SHAPES} == {True, False}
     assert {M % TILE_ROWS == 0 for M, _, _ in TILE_SHAPES} == {True, False}
+    assert {(M % TILE_ROWS > 0, N % ROW_TILE_COLS == 0) for M, _, N in TILE_SHAPES} == {
+        (True, True), (True, False), (False, True), (False, False)}
 
 
 @pytest.mark.parametrize("M, K, N", SHAPES)

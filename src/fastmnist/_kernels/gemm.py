@@ -43,7 +43,8 @@ def fma(typingctx, a, b, c):
 
 @intrinsic
 def _stack_tile(typingctx, dtype):
-    """A TILE_ROWS x TILE_COLS scratch array on the stack of the calling function.
+    """A TILE_ROWS x TILE_COLS scratch array on the stack of the calling function (at
+    least ROW_TILE_COLS long).
 
     Its elements are only ever indexed by constants once the tile's loops are unrolled, so
     LLVM keeps them in vector registers: that is what makes the tile a register tile.
@@ -94,7 +95,33 @@ def matmul(C, A, B):
         padded[:, :tail] = B[:, N - tail:]
         for block in range(full_rows // TILE_ROWS):
             _tile(C, A, padded, block * TILE_ROWS, N - tail, 0, K, tail)
-    _matmul_rows(C, A, B, full_rows)
+    if N % ROW_TILE_COLS == 0:
+        for r in range(full_rows, M):
+            for panel in range(N // ROW_TILE_COLS):
+                _row_tile(C, A, B, r, panel * ROW_TILE_COLS, K)
+    else:
+        _matmul_rows(C, A, B, full_rows)
+
+
+# The rows left over by the tiles (all of them when predicting one image), where N allows,
+# go 128 columns at a time through a one-row tile: 8 AVX-512 accumulators, enough to hide
+# the fma latency. One row of mlp-seed's first layer: 3.1 us against 3.9 for the row
+# updates, which load and store C for every 8 steps of k.
+ROW_TILE_COLS = 128
+
+
+@inlined_kernel
+def _row_tile(C, A, B, i, j, K):
+    # C[i, j:j+128] = A[i] @ B[:, j:j+128]
+    acc = carray(_stack_tile(A.dtype), (ROW_TILE_COLS,))
+    for c in range(ROW_TILE_COLS):
+        acc[c] = 0
+    for k in range(K):
+        a, Bk = A[i, k], B[k]
+        for c in range(ROW_TILE_COLS):
+            acc[c] = fma(a, Bk[j + c], acc[c])
+    for c in range(ROW_TILE_COLS):
+        C[i, j + c] = acc[c]
 
 
 @inlined_kernel
