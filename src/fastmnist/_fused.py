@@ -26,6 +26,11 @@ CHUNK_BATCHES = 64
 INPUT_DTYPES = (np.uint8, np.float32)
 
 
+def _divisor(X) -> float:
+    # What the kernels divide X's values by: uint8 holds pixel intensities
+    return 255.0 if X.dtype == np.uint8 else 1.0
+
+
 class FusedAdam:
     """Adam steps of a float32 dense softmax network, ``batch_size`` rows at a time.
 
@@ -46,7 +51,7 @@ class FusedAdam:
                  batch_size: int) -> None:
         self.network, self.optimizer = network, optimizer
         self.X, self.labels, self.sample_weight = X, labels, sample_weight
-        self.divisor = 255.0 if X.dtype == np.uint8 else 1.0
+        self.divisor = _divisor(X)
         self.batch_size = batch_size
         self.layers, n_acts, n_wt = dense_layer_table(network, batch_size)
         dtype = network.dtype
@@ -116,8 +121,7 @@ class DenseForward:
         out = np.empty((n, max(2, self.network.output_shape[0])), dtype)
         kernel = mlp_forward.predict_proba
         run = kernel.serial if n_parts == 1 else kernel  # no thread to wake for one part
-        divisor = 255.0 if X.dtype == np.uint8 else 1.0
-        n_bad = run(out, X, divisor, self.network.theta, table,
+        n_bad = run(out, X, _divisor(X), self.network.theta, table,
                     np.empty((n_parts, size), dtype))
         return out, n_bad == 0
 

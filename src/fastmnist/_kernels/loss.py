@@ -24,22 +24,27 @@ def _checked_weight_sum(labels, n_classes, sample_weight):
 
 
 @inlined_kernel
-def softmax_cross_entropy_row(dlogits, logits, label, weight, weight_sum):
-    # logits (C,), label in [0, C) -> dlogits (C,) = weight * (softmax(z) - onehot(label)) /
-    # weight_sum; returns weight * -log softmax(z)[label].
-    n_classes = logits.size
-    # Subtracting the row maximum keeps exp() in range for logits of +-1e4.
+def _shifted_exp(out, logits):
+    # logits (C,) -> out (C,) = exp(logits - max(logits)); returns the maximum and the sum
+    # of out (in float64). Subtracting the maximum keeps exp() in range for logits of +-1e4.
     row_max = logits[0]
-    for c in range(1, n_classes):
+    for c in range(1, logits.size):
         if logits[c] > row_max:
             row_max = logits[c]
     total = 0.0
-    for c in range(n_classes):
-        e = np.exp(logits[c] - row_max)
-        dlogits[c] = e
-        total += e
+    for c in range(logits.size):
+        out[c] = np.exp(logits[c] - row_max)
+        total += out[c]
+    return row_max, total
+
+
+@inlined_kernel
+def softmax_cross_entropy_row(dlogits, logits, label, weight, weight_sum):
+    # logits (C,), label in [0, C) -> dlogits (C,) = weight * (softmax(z) - onehot(label)) /
+    # weight_sum; returns weight * -log softmax(z)[label].
+    row_max, total = _shifted_exp(dlogits, logits)
     scale = weight / weight_sum
-    for c in range(n_classes):
+    for c in range(logits.size):
         dlogits[c] = dlogits[c] / total * scale
     dlogits[label] -= scale
     # -log softmax(z)[label] = log(sum exp(z - max)) - (z[label] - max)
@@ -66,15 +71,8 @@ def softmax_cross_entropy(dlogits, row_loss, logits, labels, sample_weight):
 
 @inlined_kernel
 def softmax_row(probs, logits):
-    # logits (C,) -> probs (C,), summing to 1; the row maximum is subtracted first
-    row_max = logits[0]
-    for c in range(1, logits.size):
-        if logits[c] > row_max:
-            row_max = logits[c]
-    total = 0.0
-    for c in range(logits.size):
-        probs[c] = np.exp(logits[c] - row_max)
-        total += probs[c]
+    # logits (C,) -> probs (C,), summing to 1
+    _, total = _shifted_exp(probs, logits)
     for c in range(logits.size):
         probs[c] /= total
 

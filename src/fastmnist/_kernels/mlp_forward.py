@@ -24,19 +24,17 @@ from numba.extending import overload
 
 from ._jit import inlined_kernel, parallel_kernel
 from .activation import IDENTITY, LOGISTIC, activate_row
-from .gemm import matmul
 from .loss import softmax_row
 from .mlp_steps import (
-    B_AT,
     CODE,
     FAN_IN,
     FAN_OUT,
     IN_AT,
     OUT_AT,
-    W_AT,
     WARMUP_LAYERS,
     _matrix,
     _part,
+    affine_rows,
 )
 
 
@@ -50,11 +48,8 @@ def _forward_block(out, X, divisor, theta, layers, acts, row0, B):
         n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
         h = _matrix(acts, layers[layer, OUT_AT], B, n_out)
         h_in = x if layer == 0 else _matrix(acts, layers[layer, IN_AT], B, n_in)
-        matmul(h, h_in, _matrix(theta, layers[layer, W_AT], n_in, n_out))
-        b = theta[layers[layer, B_AT]:layers[layer, B_AT] + n_out]
+        affine_rows(h, h_in, theta, layers, layer)
         for r in range(B):
-            for j in range(n_out):
-                h[r, j] += b[j]
             if layer == 0 and not np.isfinite(h[r, 0]):
                 # A NaN or infinity in the input row makes its first unit non-finite (NaN
                 # and inf survive every multiply-add); the reverse only for overflow, which

@@ -31,7 +31,7 @@ import numpy as np
 from numba import prange
 
 from ._fp import flush_subnormals, restore_fp_mode
-from ._jit import kernel, parallel_kernel
+from ._jit import inlined_kernel, kernel, parallel_kernel
 from .activation import IDENTITY, RELU, activate_row, activation_grad_row
 from .gemm import matmul
 from .loss import softmax_cross_entropy_row
@@ -49,6 +49,17 @@ def _matrix(buffer, offset, rows, cols):
 def _part(n, part, n_parts):
     # [start, stop) of part ``part`` when n items are split into n_parts contiguous runs
     return n * part // n_parts, n * (part + 1) // n_parts
+
+
+@inlined_kernel
+def affine_rows(h, h_in, theta, layers, layer):
+    # h (rows, fan_out) = h_in (rows, fan_in) @ W + b of dense layer ``layer``
+    n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
+    matmul(h, h_in, _matrix(theta, layers[layer, W_AT], n_in, n_out))
+    b = theta[layers[layer, B_AT]:layers[layer, B_AT] + n_out]
+    for r in range(h.shape[0]):
+        for j in range(n_out):
+            h[r, j] += b[j]
 
 
 @kernel
@@ -112,12 +123,9 @@ def adam_steps(theta, grad, m, v, WT, acts, deltas, row_loss, column_squares, X,
                 n_in, n_out = layers[layer, FAN_IN], layers[layer, FAN_OUT]
                 h_in = _matrix(acts, layers[layer, IN_AT], B, n_in)
                 h = _matrix(acts, layers[layer, OUT_AT], B, n_out)
-                matmul(h[r0:r1], h_in[r0:r1], _matrix(theta, layers[layer, W_AT], n_in, n_out))
-                b = theta[layers[layer, B_AT]:layers[layer, B_AT] + n_out]
+                affine_rows(h[r0:r1], h_in[r0:r1], theta, layers, layer)
                 code = IDENTITY if layer == last else layers[layer, CODE]
                 for r in range(r0, r1):
-                    for j in range(n_out):
-                        h[r, j] += b[j]
                     activate_row(h[r], h[r], code)
             logits = _matrix(acts, layers[last, OUT_AT], B, layers[last, FAN_OUT])
             delta = _matrix(deltas, layers[last, OUT_AT], B, layers[last, FAN_OUT])
