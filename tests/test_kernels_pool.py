@@ -32,15 +32,14 @@ def distinct(shape, dtype, seed=0):
 
 def max_forward(x, size, stride, kernel=pool.maxpool2d_forward):
     B, C, H, W = x.shape
-    shape = (B, C, (H - size) // stride + 1, (W - size) // stride + 1)
-    y, argmax = np.full(shape, np.nan, x.dtype), np.full(shape, -1, np.int64)
-    kernel(y, argmax, x, size, stride)
-    return y, argmax
+    y = np.full((B, C, (H - size) // stride + 1, (W - size) // stride + 1), 7.0, x.dtype)
+    kernel(y, x, size, stride)
+    return y
 
 
-def max_backward(x, argmax, dy, kernel=pool.maxpool2d_backward):
-    dx = np.full_like(x, np.nan)
-    kernel(dx, argmax, dy)
+def max_backward(x, y, dy, size, stride, kernel=pool.maxpool2d_backward):
+    dx = np.full_like(x, np.nan)  # every element must be written: a gradient or 0
+    kernel(dx, dy, x, y, size, stride)
     return dx
 
 
@@ -63,12 +62,11 @@ def test_maxpool_matches_reference(case, dtype):
     rng = np.random.default_rng(1)
     # Few distinct values: many ties, which go to the first maximum of the window.
     x = rng.integers(0, 3, (B, C, H, W)).astype(dtype)
-    y, argmax = max_forward(x, size, stride)
+    y = max_forward(x, size, stride)
     want_y, want_argmax = naive.maxpool2d_forward(x, size, stride)
     np.testing.assert_array_equal(y, want_y)
-    np.testing.assert_array_equal(argmax, want_argmax)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_allclose(max_backward(x, argmax, dy),
+    np.testing.assert_allclose(max_backward(x, y, dy, size, stride),
                                naive.maxpool2d_backward(x.shape, want_argmax, dy),
                                rtol=1e-12 if dtype == np.float64 else 1e-6, atol=0)
 
@@ -76,26 +74,29 @@ def test_maxpool_matches_reference(case, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("twin", ["parallel", "serial"])
-def test_maxpool_values_for_prediction_equal_the_training_kernels(case, dtype, twin):
+def test_maxpool_keeps_nan_and_the_first_zeros_sign(case, dtype, twin):
     B, C, H, W, size, stride = case
     rng = np.random.default_rng(2)
     x = rng.integers(0, 3, (B, C, H, W)).astype(dtype) - 1.0  # ties, and -0 vs 0 below
     x[x == 0] = rng.choice([0.0, -0.0], int((x == 0).sum()))
     x.flat[rng.choice(x.size, max(1, x.size // 9), replace=False)] = np.nan
-    want, _ = max_forward(x, size, stride)
-    y = np.full_like(want, 7.0)
-    getattr(pool.maxpool2d_values, twin)(y, x, size, stride)
-    np.testing.assert_array_equal(y, want)  # NaN where it is, the same zero's sign
-    np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
+    want_y, want_argmax = naive.maxpool2d_forward(x, size, stride)
+    y = max_forward(x, size, stride, getattr(pool.maxpool2d_forward, twin))
+    np.testing.assert_array_equal(y, want_y)  # NaN where it is, the same zero's sign
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(want_y))
+    # The backward pass finds the same element again: the first NaN, the first of the zeros.
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = max_backward(x, y, dy, size, stride, getattr(pool.maxpool2d_backward, twin))
+    np.testing.assert_array_equal(dx, naive.maxpool2d_backward(x.shape, want_argmax, dy))
 
 
 def test_maxpool_ties_go_to_the_first_maximum_by_hand():
     x = np.array([[[[1.0, 5.0, 5.0], [5.0, 2.0, 5.0], [0.0, 5.0, 1.0]]]])
-    y, argmax = max_forward(x, 2, 1)
+    y = max_forward(x, 2, 1)
     np.testing.assert_array_equal(y, [[[[5.0, 5.0], [5.0, 5.0]]]])
-    # Windows at (0,0), (0,1), (1,0), (1,1): their first 5 in row-major order.
-    np.testing.assert_array_equal(argmax, [[[[1, 1], [3, 5]]]])
-    dx = max_backward(x, argmax, np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    # Windows at (0,0), (0,1), (1,0), (1,1): their first 5 in row-major order, that is
+    # the flat indices 1, 1, 3, 5.
+    dx = max_backward(x, y, np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), 2, 1)
     np.testing.assert_array_equal(dx, [[[[0, 3, 0], [3, 0, 4], [0, 0, 0]]]])
 
 
@@ -115,15 +116,15 @@ def test_pool_gradients_by_finite_differences(case):
     size, stride = case[4:]
     x = distinct(case[:4], np.float64, seed=3)
     rng = np.random.default_rng(4)
-    y, argmax = max_forward(x, size, stride)
+    y = max_forward(x, size, stride)
     R = rng.standard_normal(y.shape)  # loss = sum(y * R)
     # The losses call the serial twins: hundreds of calls, no thread wake-ups.
 
     def max_loss():
-        return (max_forward(x, size, stride, pool.maxpool2d_forward.serial)[0] * R).sum()
+        return (max_forward(x, size, stride, pool.maxpool2d_forward.serial) * R).sum()
 
-    np.testing.assert_allclose(max_backward(x, argmax, R), numerical_gradient(max_loss, x),
-                               rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(max_backward(x, y, R, size, stride),
+                               numerical_gradient(max_loss, x), rtol=1e-7, atol=1e-9)
     R_avg = rng.standard_normal(case[:2])
 
     def avg_loss():
@@ -142,15 +143,14 @@ def test_pool_backward_through_relu_equals_the_two_passes(case, dtype):
     x = np.maximum(rng.integers(-4, 2, (B, C, H, W)), 0).astype(dtype)
     x[0, 0, :size, :size] = 0  # a window whose maximum is 0
     x.flat[-1] = np.nan
-    y, argmax = max_forward(x, size, stride)
+    y = max_forward(x, size, stride)
     dy = rng.standard_normal(y.shape).astype(dtype)
     dy.flat[rng.permutation(dy.size)[:3]] = [-0.0, np.nan, np.inf][:dy.size]
-    two_passes = max_backward(x, argmax, dy)
+    two_passes = max_backward(x, y, dy, size, stride)
     flat = two_passes.reshape(B, -1)
     act.activation_backward(flat, flat, x.reshape(B, -1), act.RELU)
     for kernel in (pool.maxpool2d_relu_backward.parallel, pool.maxpool2d_relu_backward.serial):
-        fused = np.full_like(x, 7.0)
-        kernel(fused, argmax, dy, y)
+        fused = max_backward(x, y, dy, size, stride, kernel)
         np.testing.assert_array_equal(fused, two_passes)
         np.testing.assert_array_equal(np.signbit(fused), np.signbit(two_passes))
     if y.size > 2:  # both branches were taken
@@ -162,8 +162,8 @@ def run_all(x, dy_max, dy_avg, size, stride, twin="__call__"):
     kernels = [getattr(k, twin) for k in (pool.maxpool2d_forward, pool.maxpool2d_backward,
                                           pool.global_avgpool_forward,
                                           pool.global_avgpool_backward)]
-    y, argmax = max_forward(x, size, stride, kernels[0])
-    return [y, argmax, max_backward(x, argmax, dy_max, kernels[1]), avg_forward(x, kernels[2]),
+    y = max_forward(x, size, stride, kernels[0])
+    return [y, max_backward(x, y, dy_max, size, stride, kernels[1]), avg_forward(x, kernels[2]),
             avg_backward(x, dy_avg, kernels[3])]
 
 
@@ -195,13 +195,12 @@ def test_pool_same_bits_on_1_and_2_threads(thread_inputs):
 def test_pool_propagates_nan(position):
     x = distinct((2, 1, 4, 4), np.float64)
     x[1, 0][position] = np.nan
-    y, argmax = max_forward(x, 2, 2)
-    want_y, want_argmax = naive.maxpool2d_forward(x, 2, 2)
+    y = max_forward(x, 2, 2)
+    want_y, _ = naive.maxpool2d_forward(x, 2, 2)
     assert np.isnan(y).sum() == 1 and not np.isnan(y[0]).any()
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want_y))
-    np.testing.assert_array_equal(argmax, want_argmax)
-    dx = max_backward(x, argmax, np.ones_like(y))
-    assert dx[1, 0][position] == 1.0
+    dx = max_backward(x, y, np.ones_like(y), 2, 2)
+    assert dx[1, 0][position] == 1.0 and np.nansum(dx[1, 0]) == 4.0
     pooled = avg_forward(x)
     assert np.isnan(pooled[1, 0]) and not np.isnan(pooled[0, 0])
 

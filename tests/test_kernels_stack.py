@@ -24,14 +24,13 @@ def test_end_to_end_gradient_by_finite_differences():
     work = np.empty(conv.conv2d_workspace_shape(B, C, F, K, 1, H1, W1))
     h1 = np.empty((B, F, H1, W1))
     p1 = np.empty((B, F, H1 // 2, W1 // 2))
-    argmax = np.empty(p1.shape, np.int64)
     logits, dlogits, row_loss = np.empty((B, N)), np.empty((B, N)), np.empty(B)
 
     def forward():
         conv.conv2d_forward(h1, work, x, w1, b1, 1, pt, pl)
         flat = h1.reshape(B, -1)
         act.activation_forward(flat, flat, act.TANH)  # smooth, so differences are exact
-        pool.maxpool2d_forward(p1, argmax, h1, 2, 2)
+        pool.maxpool2d_forward(p1, h1, 2, 2)
         dense.dense_forward(logits, p1.reshape(B, -1), w2, b2)
         return loss.softmax_cross_entropy(dlogits, row_loss, logits, labels, weights)
 
@@ -40,7 +39,7 @@ def test_end_to_end_gradient_by_finite_differences():
     dp1, dw2, db2 = np.empty((B, p1[0].size)), np.empty_like(w2), np.empty_like(b2)
     dense.dense_backward(dp1, dw2, db2, dlogits, p1.reshape(B, -1), w2, True)
     dh1 = np.empty_like(h1)
-    pool.maxpool2d_backward(dh1, argmax, dp1.reshape(p1.shape))
+    pool.maxpool2d_backward(dh1, dp1.reshape(p1.shape), h1, p1, 2, 2)
     act.activation_backward(dh1.reshape(B, -1), dh1.reshape(B, -1), h1.reshape(B, -1), act.TANH)
     dx, dw1, db1 = np.empty_like(x), np.empty_like(w1), np.empty_like(b1)
     conv.conv2d_backward(dx, dw1, db1, work, x, dh1, w1, 1, pt, pl, True)

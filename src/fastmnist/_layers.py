@@ -46,7 +46,7 @@ def _init_bound(fan_in: int, fan_out: int, factor: float, he: bool) -> float:
 
 # Per-batch references a layer keeps between its forward and backward passes, and its
 # views into the network's buffers: none of them belongs in a pickle.
-_TRANSIENT = {"params", "grads", "x", "y", "mask", "active", "argmax", "x_hat"}
+_TRANSIENT = {"params", "grads", "x", "y", "mask", "active", "x_hat"}
 
 
 class Layer:
@@ -269,28 +269,23 @@ class MaxPool2D(Layer):
         self.output_shape = (C, (H - self.pool) // stride + 1, (W - self.pool) // stride + 1)
         return self.output_shape
 
-    def allocate(self, batch_size, dtype):
-        return {**super().allocate(batch_size, dtype),
-                "argmax": np.empty((batch_size, *self.output_shape), np.int64)}
-
     def forward(self, ws, x, training):
+        # The backward pass finds each window's maximum again in x: no index is kept.
+        self.x = x
         y = ws["y"][: len(x)]
-        if not training:  # no backward pass to route: the maxima alone, 7x faster
-            pool_kernels.maxpool2d_values(y, x, self.pool, self.stride or self.pool)
-            return y
-        self.argmax = ws["argmax"][: len(x)]
-        pool_kernels.maxpool2d_forward(y, self.argmax, x, self.pool, self.stride or self.pool)
+        pool_kernels.maxpool2d_forward(y, x, self.pool, self.stride or self.pool)
         return y
 
     def backward(self, ws, dy, need_dx):
-        dx = ws["dx"][: len(dy)]
-        pool_kernels.maxpool2d_backward(dx, self.argmax, dy)
-        return dx
+        return self._backward(pool_kernels.maxpool2d_backward, ws, dy)
 
     def backward_through_relu(self, ws, dy):
         """This layer's backward pass, then that of the ReLU just before it, in one kernel."""
+        return self._backward(pool_kernels.maxpool2d_relu_backward, ws, dy)
+
+    def _backward(self, kernel, ws, dy):
         dx = ws["dx"][: len(dy)]
-        pool_kernels.maxpool2d_relu_backward(dx, self.argmax, dy, ws["y"][: len(dy)])
+        kernel(dx, dy, self.x, ws["y"][: len(dy)], self.pool, self.stride or self.pool)
         return dx
 
     def __repr__(self):

@@ -1,11 +1,12 @@
 """Pooling of NCHW images: max pooling (any pool size and stride, no padding) and global
 average pooling, forward and backward.
 
-Max pooling keeps, per output, the flat index ``iy * W + ix`` of the window's first
-maximum in its (H, W) plane (``argmax``, an integer array shaped like y); the backward
-pass sends each gradient there. A NaN counts as larger than any number, so it propagates
-(the first NaN of a window wins). Output size, computed by the caller:
-H' = (H - pool) // stride + 1, likewise W'.
+Max pooling stores no index of each window's maximum: the backward pass finds it again in
+the pool's input x, as the first element of the window that equals the output y (or the
+first NaN, when y is NaN). A NaN counts as larger than any number, so it propagates (the
+first NaN of a window wins). Tracking the maximum's position in the forward pass kept its
+loops from vectorising (2x2 pool of (32, 26, 26): 12.8 us an image against 1.8 without).
+Output size, computed by the caller: H' = (H - pool) // stride + 1, likewise W'.
 
 Every (image, channel) plane is independent, so the kernels split the B * C planes over
 the threads: each thread owns whole planes of the output, whatever the thread count.
@@ -16,40 +17,37 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import inlined_kernel, kernel, parallel_kernel
+from ._jit import inlined_kernel, parallel_kernel
 
 
 @parallel_kernel
-def maxpool2d_forward(y, argmax, x, pool, stride):
-    # x (B, C, H, W) -> y (B, C, H', W'), argmax (B, C, H', W') flat index in the plane
+def maxpool2d_forward(y, x, pool, stride):
+    # x (B, C, H, W) -> y (B, C, H', W'), the maximum of each window
     B, C = x.shape[0], x.shape[1]
     for bc in prange(B * C):
         b, c = bc // C, bc % C
         # The usual 2x2 pool of stride 2 passes literals: once inlined, LLVM unrolls the
         # window, which runs 7x faster than a window size known only at run time.
         if pool == 2 and stride == 2:
-            _maxpool_plane(y[b, c], argmax[b, c], x[b, c], 2, 2)
+            _maxpool_plane(y[b, c], x[b, c], 2, 2)
         else:
-            _maxpool_plane(y[b, c], argmax[b, c], x[b, c], pool, stride)
+            _maxpool_plane(y[b, c], x[b, c], pool, stride)
 
 
-@kernel
-def _maxpool_plane(y, argmax, x, pool, stride):
-    # x (H, W) -> y (H', W'), argmax (H', W')
-    W = x.shape[1]
+@inlined_kernel
+def _maxpool_plane(y, x, pool, stride):
+    # x (H, W) -> y (H', W')
     for oy in range(y.shape[0]):
-        for ox in range(y.shape[1]):
+        row = y[oy]
+        for ox in range(row.size):
             top, left = oy * stride, ox * stride
-            best, where = x[top, left], top * W + left
+            best = x[top, left]
             for iy in range(top, top + pool):
                 for ix in range(left, left + pool):
                     v = x[iy, ix]
                     # Selects, not branches: random data would mispredict half of them.
-                    take = _takes_over(best, v)
-                    best = v if take else best
-                    where = iy * W + ix if take else where
-            y[oy, ox] = best
-            argmax[oy, ox] = where
+                    best = v if _takes_over(best, v) else best
+            row[ox] = best
 
 
 @inlined_kernel
@@ -60,66 +58,84 @@ def _takes_over(best, v):
 
 
 @parallel_kernel
-def maxpool2d_values(y, x, pool, stride):
-    # x (B, C, H, W) -> y (B, C, H', W'), the values of maxpool2d_forward without argmax,
-    # for prediction: tracking where each maximum was keeps the loops from vectorising
-    # (2x2 pool of (32, 26, 26): 1.8 us an image against 12.8).
-    B, C = x.shape[0], x.shape[1]
-    for bc in prange(B * C):
-        b, c = bc // C, bc % C
-        if pool == 2 and stride == 2:  # literals, as in maxpool2d_forward
-            _maxpool_plane_values(y[b, c], x[b, c], 2, 2)
-        else:
-            _maxpool_plane_values(y[b, c], x[b, c], pool, stride)
-
-
-@inlined_kernel
-def _maxpool_plane_values(y, x, pool, stride):
-    for oy in range(y.shape[0]):
-        row = y[oy]
-        for ox in range(row.size):
-            top, left = oy * stride, ox * stride
-            best = x[top, left]
-            for iy in range(top, top + pool):
-                for ix in range(left, left + pool):
-                    v = x[iy, ix]
-                    best = v if _takes_over(best, v) else best
-            row[ox] = best
-
-
-@parallel_kernel
-def maxpool2d_backward(dx, argmax, dy):
-    # dy (B, C, H', W'), argmax (B, C, H', W') -> dx (B, C, H, W)
+def maxpool2d_backward(dx, dy, x, y, pool, stride):
+    # dy (B, C, H', W') -> dx (B, C, H, W): each window's gradient goes to its maximum in
+    # x (B, C, H, W), the pool's input, of which y (B, C, H', W') is the output
     C = dx.shape[1]
     for bc in prange(dx.shape[0] * C):
         b, c = bc // C, bc % C
-        _route_plane(dx[b, c], argmax[b, c], dy[b, c], dy[b, c], False)
+        _route(dx[b, c], dy[b, c], x[b, c], y[b, c], pool, stride, False)
 
 
 @parallel_kernel
-def maxpool2d_relu_backward(dx, argmax, dy, y):
+def maxpool2d_relu_backward(dx, dy, x, y, pool, stride):
     # maxpool2d_backward, then the backward pass of the ReLU that fed the pool, in one pass
-    # over dx: y (B, C, H', W') is the pool's output, so the ReLU's output at argmax, and
-    # ReLU passes no gradient where that is 0. The same bits as the two kernels one after
-    # the other, without reading and writing the ReLU's output gradient again (cnn-keras,
-    # batch 128: ReLU's backward passes took 2.5 ms of a 16 ms step).
+    # over dx: y is the ReLU's output at each window's maximum, and ReLU passes no gradient
+    # where that is 0. The same values as the two kernels one after the other, without
+    # reading and writing the ReLU's output gradient again (cnn-keras, batch 128: ReLU's
+    # backward passes took 2.5 ms of a 16 ms step).
     C = dx.shape[1]
     for bc in prange(dx.shape[0] * C):
         b, c = bc // C, bc % C
-        _route_plane(dx[b, c], argmax[b, c], dy[b, c], y[b, c], True)
+        _route(dx[b, c], dy[b, c], x[b, c], y[b, c], pool, stride, True)
 
 
 @inlined_kernel
-def _route_plane(dx, argmax, dy, y, relu_gate):
-    # One plane: dy (H', W') -> dx (H, W) at argmax; with relu_gate, not where y is 0
-    plane = dx.reshape(dx.size)
-    plane[:] = 0
-    # Overlapping windows (stride < pool) add into the same input, in output order.
+def _route(dx, dy, x, y, pool, stride, relu_gate):
+    # One plane: dy (H', W') -> dx (H, W) at each window's first maximum in x; with
+    # relu_gate, not where the maximum is 0 (NaN == 0 is False: a NaN maximum passes its
+    # gradient, as in ReLU).
+    if pool == 2 and stride == 2:
+        _route_2x2(dx, dy, x, y, relu_gate)
+        return
+    dx[:] = 0
+    W = x.shape[1]
     for oy in range(dy.shape[0]):
         for ox in range(dy.shape[1]):
-            # NaN == 0 is False: a NaN maximum passes its gradient, as in ReLU.
-            if not (relu_gate and y[oy, ox] == 0):
-                plane[argmax[oy, ox]] += dy[oy, ox]
+            peak = y[oy, ox]
+            if not (relu_gate and peak == 0):
+                top, left = oy * stride, ox * stride
+                where = _first_max(x, peak, top, left, pool, pool)
+                # Overlapping windows (stride < pool) add into the same input, in order.
+                dx[where // W, where % W] += dy[oy, ox]
+
+
+@inlined_kernel
+def _first_max(x, peak, top, left, rows, cols):
+    # The flat index of the first element of x[top:top+rows, left:left+cols] equal to peak
+    # (or NaN, when peak is NaN)
+    for iy in range(top, top + rows):
+        for ix in range(left, left + cols):
+            v = x[iy, ix]
+            if v == peak or (v != v and peak != peak):
+                return iy * x.shape[1] + ix
+    return top * x.shape[1] + left
+
+
+@inlined_kernel
+def _route_2x2(dx, dy, x, y, relu_gate):
+    # The usual 2x2 pool of stride 2, written out: every input of a window is written once,
+    # the gradient or 0, through selects rather than branches (where the maximum sits is
+    # random). The last row and column of an odd plane belong to no window.
+    dx[2 * dy.shape[0]:] = 0
+    dx[:, 2 * dy.shape[1]:] = 0
+    for oy in range(dy.shape[0]):
+        x0, x1, d0, d1 = x[2 * oy], x[2 * oy + 1], dx[2 * oy], dx[2 * oy + 1]
+        for ox in range(dy.shape[1]):
+            peak, g = y[oy, ox], dy[oy, ox]
+            g = 0 if relu_gate and peak == 0 else g
+            nan = peak != peak
+            a, b, c = x0[2 * ox], x0[2 * ox + 1], x1[2 * ox]
+            # In window order: the first equal to the maximum (or the first NaN) takes it;
+            # the last element when none of the first three does.
+            take_a = (a == peak) | (nan & (a != a))
+            take_b = (take_a ^ True) & ((b == peak) | (nan & (b != b)))
+            take_c = ((take_a | take_b) ^ True) & ((c == peak) | (nan & (c != c)))
+            take_d = (take_a | take_b | take_c) ^ True
+            d0[2 * ox] = g if take_a else 0
+            d0[2 * ox + 1] = g if take_b else 0
+            d1[2 * ox] = g if take_c else 0
+            d1[2 * ox + 1] = g if take_d else 0
 
 
 @parallel_kernel
@@ -149,11 +165,10 @@ def global_avgpool_backward(dx, dy):
 
 def _warmup(dtype) -> None:
     x = np.arange(16, dtype=dtype).reshape(1, 1, 4, 4)
-    y, argmax = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), np.int64)
-    maxpool2d_forward(y, argmax, x, 2, 2)
-    maxpool2d_backward(np.empty_like(x), argmax, y)
-    maxpool2d_relu_backward(np.empty_like(x), argmax, y, y)
-    maxpool2d_values(y, x, 2, 2)
+    y = np.empty((1, 1, 2, 2), dtype)
+    maxpool2d_forward(y, x, 2, 2)
+    maxpool2d_backward(np.empty_like(x), y, x, y, 2, 2)
+    maxpool2d_relu_backward(np.empty_like(x), y, x, y, 2, 2)
     pooled = np.empty((1, 1), dtype)
     global_avgpool_forward(pooled, x)
     global_avgpool_backward(np.empty_like(x), pooled)
