@@ -6,6 +6,7 @@ import pytest
 from naive import numerical_gradient
 
 from fastmnist._config import threads
+from fastmnist._kernels import activation as act
 from fastmnist._kernels import conv
 
 # (B, C, H, W, F, K, stride, padding): 1x1 images, prime sizes, 1 and 3 channels, K = 1, 2,
@@ -106,6 +107,22 @@ def test_conv2d_matches_reference(case, dtype):
     got = backward(x, w, dy, work, geometry)
     for g, want in zip(got, naive.conv2d_backward(x64, w64, dy64, *geometry), strict=True):
         np.testing.assert_allclose(g, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "logistic"])
+@pytest.mark.parametrize("twin", ["parallel", "serial"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[9], CASES[11]])  # 1, 2 and 4 images a product
+def test_conv2d_activation_in_the_kernel_equals_the_two_passes(case, twin, name):
+    x, w, b, dy, work, geometry = make(case, np.float32)
+    x[0, 0, 0, 0] = np.nan  # and NaN goes through both alike
+    code = act.ACTIVATIONS[name]
+    two_passes = forward(x, w, b, work, geometry, dy.shape)
+    flat = two_passes.reshape(len(x), -1)
+    act.activation_forward(flat, flat, code)
+    fused = np.full_like(two_passes, 7.0)
+    getattr(conv.conv2d_forward, twin)(fused, work, x, w, b, *geometry, code)
+    np.testing.assert_array_equal(fused, two_passes)
+    assert np.isnan(fused).any() and (name != "relu" or (fused == 0).any())
 
 
 def test_conv2d_backward_can_skip_dx():

@@ -141,8 +141,13 @@ class Activation(Layer):
     def forward(self, ws, x, training):
         flat = x.reshape(len(x), -1)  # the kernels see (batch, values): images too
         act.activation_forward(flat, flat, self.code)
-        self.y = flat
+        self.applied(x)
         return x
+
+    def applied(self, y):
+        """Record y as this layer's output, computed by the layer before it (Network.forward
+        fuses a convolution and its activation): the backward pass needs it."""
+        self.y = y.reshape(len(y), -1)
 
     def backward(self, ws, dy, need_dx):
         flat = dy.reshape(len(dy), -1)
@@ -235,11 +240,13 @@ class Conv2D(Layer):
                                                    self.stride, H_out, W_out)
         return {**super().allocate(batch_size, dtype), "work": np.empty(work, dtype)}
 
-    def forward(self, ws, x, training):
+    def forward(self, ws, x, training, activation=act.IDENTITY):
+        """y = activation(conv(x)); an activation code of kernels.activation, applied in
+        the same kernel (see Network.forward)."""
         self.x = x
         y = ws["y"][: len(x)]
         conv_kernels.conv2d_forward(y, ws["work"], x, self.params["W"], self.params["b"],
-                                    self.stride, self.pad_top, self.pad_left)
+                                    self.stride, self.pad_top, self.pad_left, activation)
         return y
 
     def backward(self, ws, dy, need_dx):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._kernels import loss as loss_kernels
-from ._layers import Activation, Layer, MaxPool2D
+from ._layers import Activation, Conv2D, Layer, MaxPool2D
 
 _LOSSES = {
     "softmax": loss_kernels.softmax_cross_entropy,
@@ -128,8 +128,17 @@ class Network:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """The logits for a batch ``x`` (n, *input_shape); a view into reused memory."""
         self._reserve(len(x))
-        for layer, ws in zip(self.layers, self._workspaces, strict=True):
-            x = layer.forward(ws, x, training)
+        i = 0
+        while i < len(self.layers):
+            layer, ws = self.layers[i], self._workspaces[i]
+            if self._activation_follows_conv(i):  # one kernel for both
+                activation = self.layers[i + 1]
+                x = layer.forward(ws, x, training, activation.code)
+                activation.applied(x)
+                i += 2
+            else:
+                x = layer.forward(ws, x, training)
+                i += 1
         return x
 
     def loss_and_gradient(self, x: np.ndarray, labels: np.ndarray,
@@ -154,6 +163,11 @@ class Network:
                 delta = layer.backward(self._workspaces[i], delta, need_dx=i > 0)
                 i -= 1
         return value
+
+    def _activation_follows_conv(self, i: int) -> bool:
+        # Whether layers[i] is a convolution and layers[i + 1] an activation
+        return (i + 1 < len(self.layers) and isinstance(self.layers[i], Conv2D)
+                and isinstance(self.layers[i + 1], Activation))
 
     def _follows_relu(self, i: int) -> bool:
         # Whether layers[i] is max pooling right after a ReLU
