@@ -159,7 +159,7 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left, activation=IDENT
     F, _, K, _ = w.shape
     H_out, W_out = y.shape[2], y.shape[3]
     CKK, P = C * K * K, H_out * W_out
-    G = work.shape[0]
+    G = _groups(work, B)
     _check_work(work, B, C, F, K, stride, H_out, W_out)
     # Images are independent: each group of images (and its row of work) is one task.
     for g in prange(G):
@@ -190,7 +190,7 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
     F, _, K, _ = w.shape
     H_out, W_out = dy.shape[2], dy.shape[3]
     CKK, P = C * K * K, H_out * W_out
-    G = work.shape[0]
+    G = _groups(work, B)
     _check_work(work, B, C, F, K, stride, H_out, W_out)
     # One task per group of images: it owns its images' dx and its partial (dW | db), so
     # nothing is shared between threads.
@@ -241,6 +241,15 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
                 dwm[f, k] = total
             else:
                 db[f] = total
+
+
+@kernel
+def _groups(work, B):
+    # One group per image at most: a smaller batch than the work was made for (one image
+    # to predict) leaves out the groups that would have none, and their set-up (copying W).
+    # Images fall into the same groups either way. (An empty batch keeps one group, whose
+    # zeroed partial (dW | db) makes the gradient 0.)
+    return max(1, min(work.shape[0], B))
 
 
 @kernel
