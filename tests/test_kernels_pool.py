@@ -37,9 +37,9 @@ def max_forward(x, size, stride, kernel=pool.maxpool2d_forward):
     return y
 
 
-def max_backward(x, y, dy, size, stride, kernel=pool.maxpool2d_backward):
+def max_backward(x, y, dy, size, stride, kernel=pool.maxpool2d_backward, relu_gate=False):
     dx = np.full_like(x, np.nan)  # every element must be written: a gradient or 0
-    kernel(dx, dy, x, y, size, stride)
+    kernel(dx, dy, x, y, size, stride, relu_gate)
     return dx
 
 
@@ -149,8 +149,8 @@ def test_pool_backward_through_relu_equals_the_two_passes(case, dtype):
     two_passes = max_backward(x, y, dy, size, stride)
     flat = two_passes.reshape(B, -1)
     act.activation_backward(flat, flat, x.reshape(B, -1), act.RELU)
-    for kernel in (pool.maxpool2d_relu_backward.parallel, pool.maxpool2d_relu_backward.serial):
-        fused = max_backward(x, y, dy, size, stride, kernel)
+    for kernel in (pool.maxpool2d_backward.parallel, pool.maxpool2d_backward.serial):
+        fused = max_backward(x, y, dy, size, stride, kernel, relu_gate=True)
         np.testing.assert_array_equal(fused, two_passes)
         np.testing.assert_array_equal(np.signbit(fused), np.signbit(two_passes))
     if y.size > 2:  # both branches were taken

@@ -284,15 +284,16 @@ class MaxPool2D(Layer):
         return y
 
     def backward(self, ws, dy, need_dx):
-        return self._backward(pool_kernels.maxpool2d_backward, ws, dy)
+        return self._backward(ws, dy, relu_gate=False)
 
     def backward_through_relu(self, ws, dy):
         """This layer's backward pass, then that of the ReLU just before it, in one kernel."""
-        return self._backward(pool_kernels.maxpool2d_relu_backward, ws, dy)
+        return self._backward(ws, dy, relu_gate=True)
 
-    def _backward(self, kernel, ws, dy):
+    def _backward(self, ws, dy, relu_gate):
         dx = ws["dx"][: len(dy)]
-        kernel(dx, dy, self.x, ws["y"][: len(dy)], self.pool, self.stride or self.pool)
+        pool_kernels.maxpool2d_backward(dx, dy, self.x, ws["y"][: len(dy)], self.pool,
+                                        self.stride or self.pool, relu_gate)
         return dx
 
     def __repr__(self):

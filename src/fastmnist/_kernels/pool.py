@@ -58,26 +58,18 @@ def _takes_over(best, v):
 
 
 @parallel_kernel
-def maxpool2d_backward(dx, dy, x, y, pool, stride):
+def maxpool2d_backward(dx, dy, x, y, pool, stride, relu_gate=False):
     # dy (B, C, H', W') -> dx (B, C, H, W): each window's gradient goes to its maximum in
-    # x (B, C, H, W), the pool's input, of which y (B, C, H', W') is the output
+    # x (B, C, H, W), the pool's input, of which y (B, C, H', W') is the output.
+    # With relu_gate, the backward pass of the ReLU that fed the pool comes in the same
+    # pass over dx: y is the ReLU's output at each window's maximum, and ReLU passes no
+    # gradient where that is 0. The same values as the two passes one after the other,
+    # without reading and writing the ReLU's output gradient again (cnn-keras, batch 128:
+    # ReLU's backward passes took 2.5 ms of a 16 ms step).
     C = dx.shape[1]
     for bc in prange(dx.shape[0] * C):
         b, c = bc // C, bc % C
-        _route(dx[b, c], dy[b, c], x[b, c], y[b, c], pool, stride, False)
-
-
-@parallel_kernel
-def maxpool2d_relu_backward(dx, dy, x, y, pool, stride):
-    # maxpool2d_backward, then the backward pass of the ReLU that fed the pool, in one pass
-    # over dx: y is the ReLU's output at each window's maximum, and ReLU passes no gradient
-    # where that is 0. The same values as the two kernels one after the other, without
-    # reading and writing the ReLU's output gradient again (cnn-keras, batch 128: ReLU's
-    # backward passes took 2.5 ms of a 16 ms step).
-    C = dx.shape[1]
-    for bc in prange(dx.shape[0] * C):
-        b, c = bc // C, bc % C
-        _route(dx[b, c], dy[b, c], x[b, c], y[b, c], pool, stride, True)
+        _route(dx[b, c], dy[b, c], x[b, c], y[b, c], pool, stride, relu_gate)
 
 
 @inlined_kernel
@@ -89,27 +81,26 @@ def _route(dx, dy, x, y, pool, stride, relu_gate):
         _route_2x2(dx, dy, x, y, relu_gate)
         return
     dx[:] = 0
-    W = x.shape[1]
     for oy in range(dy.shape[0]):
         for ox in range(dy.shape[1]):
             peak = y[oy, ox]
             if not (relu_gate and peak == 0):
                 top, left = oy * stride, ox * stride
-                where = _first_max(x, peak, top, left, pool, pool)
+                iy, ix = _first_max(x, peak, top, left, pool)
                 # Overlapping windows (stride < pool) add into the same input, in order.
-                dx[where // W, where % W] += dy[oy, ox]
+                dx[iy, ix] += dy[oy, ox]
 
 
 @inlined_kernel
-def _first_max(x, peak, top, left, rows, cols):
-    # The flat index of the first element of x[top:top+rows, left:left+cols] equal to peak
-    # (or NaN, when peak is NaN)
-    for iy in range(top, top + rows):
-        for ix in range(left, left + cols):
+def _first_max(x, peak, top, left, pool):
+    # (iy, ix) of the first element of the window x[top:top+pool, left:left+pool] equal to
+    # peak (or NaN, when peak is NaN)
+    for iy in range(top, top + pool):
+        for ix in range(left, left + pool):
             v = x[iy, ix]
             if v == peak or (v != v and peak != peak):
-                return iy * x.shape[1] + ix
-    return top * x.shape[1] + left
+                return iy, ix
+    return top, left
 
 
 @inlined_kernel
@@ -168,7 +159,7 @@ def _warmup(dtype) -> None:
     y = np.empty((1, 1, 2, 2), dtype)
     maxpool2d_forward(y, x, 2, 2)
     maxpool2d_backward(np.empty_like(x), y, x, y, 2, 2)
-    maxpool2d_relu_backward(np.empty_like(x), y, x, y, 2, 2)
+    maxpool2d_backward(np.empty_like(x), y, x, y, 2, 2, True)
     pooled = np.empty((1, 1), dtype)
     global_avgpool_forward(pooled, x)
     global_avgpool_backward(np.empty_like(x), pooled)
