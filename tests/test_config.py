@@ -107,3 +107,20 @@ def test_fastmath_keeps_nan_checks():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout
         assert out.strip() == expected
+
+
+def test_the_package_loads_its_public_names_on_first_use():
+    code = ("import sys, fastmnist\n"
+            "before = 'sklearn' in sys.modules or 'numba' in sys.modules\n"
+            "from fastmnist import MLPClassifier, load_mnist\n"
+            "print(before, 'sklearn' in sys.modules, 'numba' in sys.modules,\n"
+            "      MLPClassifier.__module__, load_mnist.__module__,\n"
+            "      'CNNClassifier' in dir(fastmnist), fastmnist.__version__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "True", "True", "fastmnist._mlp",
+                                   "fastmnist.datasets._mnist", "True", "0.1.0"]
+    import fastmnist
+
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        fastmnist.Nope  # noqa: B018

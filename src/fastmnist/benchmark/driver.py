@@ -14,7 +14,9 @@ notes) defines the models, the peers and the fairness rules, which this implemen
 Before the runs, one process fills fastmnist's on-disk kernel cache (``warmup``), so that
 fresh processes measure a warm cache, as users run after the first time; its time is
 recorded. Each framework's import time is measured once per repetition in a separate fresh
-process (the worker itself has imported fastmnist to load the data).
+process. Workers read the data through ``fastmnist.datasets`` alone, which imports neither
+scikit-learn nor Numba: a peer's peak RSS carries no part of fastmnist's (it did until
+2026-11-21, about 190 MB more for every peer).
 
 Writes ``compare.json`` (environment, settings, every raw run, medians, targets),
 ``compare.md`` and ``compare_*.png`` into ``--out-dir`` (default docs/benchmarks/; with
@@ -47,8 +49,10 @@ from .report import (
     write_charts,
 )
 
-IMPORTS = {"fastmnist": "fastmnist", "pytorch": "torch", "keras": "tensorflow, keras",
-           "sklearn": "sklearn.neural_network"}
+# What each worker imports before its first fit (fastmnist's package itself loads lazily)
+IMPORTS = {"fastmnist": "from fastmnist import CNNClassifier, MLPClassifier",
+           "pytorch": "import torch", "keras": "import tensorflow, keras",
+           "sklearn": "from sklearn.neural_network import MLPClassifier"}
 VERSIONS = ("fastmnist", "numpy", "numba", "scikit-learn", "torch", "tensorflow",
             "tensorflow-cpu", "keras", "threadpoolctl")
 QUICK = {"models": "mlp-seed", "frameworks": "fastmnist,sklearn", "epochs": 2,
@@ -191,10 +195,10 @@ def _seconds_in_fresh_python(statement: str, env=None) -> tuple[float | None, st
     return float(done.stdout.split()[-1]), None
 
 
-def probe_import(modules: str) -> tuple[float | None, str | None]:
+def probe_import(statement: str) -> tuple[float | None, str | None]:
     """Import time of a framework in a fresh process; its error where it is not installed."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    return _seconds_in_fresh_python(f"import {modules}", env)
+    return _seconds_in_fresh_python(statement, env)
 
 
 def warm_kernel_cache() -> dict:

@@ -179,7 +179,8 @@ def evaluate_targets(results: dict) -> list[dict]:
         targets.append(_versus_peer(results, model, "peak_rss_mb", "pytorch", 1 / 2,
                                     "peak RSS", "MB"))
         targets.append(_versus_peer(results, model, "fit_rss_mb", "pytorch", 1 / 2,
-                                    "fit memory (peak RSS - RSS with the data loaded)", "MB"))
+                                    "framework + fit memory (peak RSS - RSS with the data "
+                                    "loaded)", "MB"))
     return targets
 
 
@@ -318,8 +319,8 @@ METHOD = """## How each figure is measured
   time at the end of the first epoch whose test accuracy reached the target.
 - **peak RSS**: `ru_maxrss` of the worker after both fits (data included: the same float32
   arrays for every framework), before any prediction is timed; **fit memory**: that peak
-  minus the peak once the data was loaded, before the framework was used: what training
-  itself added.
+  minus the peak once the data was loaded, before the framework was imported: what the
+  framework's libraries and its training added.
 - **predict 10k**: median of 5 one-call predictions of the 10,000 test images (labels);
   **1-image latency**: median of 200 single-row calls (PyTorch: the module under
   `inference_mode`; Keras: `model(x, training=False)` for one row, `model.predict` for 10k;

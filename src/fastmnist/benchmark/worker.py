@@ -120,20 +120,26 @@ class Runner:
 class FastmnistRunner(Runner):
     """fastmnist's public estimators on float32 rows, ``n_jobs`` = the thread budget."""
 
+    def __init__(self, spec: ModelSpec, threads: int, seed: int) -> None:
+        super().__init__(spec, threads, seed)
+        import fastmnist
+
+        # Imported before the first fit, as every runner imports its framework: the
+        # package loads its estimators (scikit-learn, Numba) on first use.
+        self.CNNClassifier, self.MLPClassifier = fastmnist.CNNClassifier, fastmnist.MLPClassifier
+
     def thread_settings(self) -> dict:
         return {"n_jobs": self.threads}
 
     def _estimator(self, epochs: int):
-        import fastmnist
-
         common = dict(batch_size=self.spec.batch_size, max_iter=epochs,
                       learning_rate_init=1e-3, alpha=0.0, tol=0.0, shuffle=True,
                       n_jobs=self.threads, random_state=self.seed)
         if self.spec.is_cnn:
-            return fastmnist.CNNClassifier(
+            return self.CNNClassifier(
                 self.spec.conv, hidden_layer_sizes=self.spec.hidden,
                 dropout=self.spec.dropout, image_shape=(IMAGE_SIDE, IMAGE_SIDE), **common)
-        return fastmnist.MLPClassifier(self.spec.hidden, **common)
+        return self.MLPClassifier(self.spec.hidden, **common)
 
     def fit(self, X, y, epochs: int, log: EpochLog) -> None:
         self.model = model = self._estimator(epochs)
@@ -155,6 +161,9 @@ class SklearnRunner(Runner):
 
     def __init__(self, spec: ModelSpec, threads: int, seed: int) -> None:
         super().__init__(spec, threads, seed)
+        from sklearn.neural_network import MLPClassifier
+
+        self.MLPClassifier = MLPClassifier
         self._limits = threadpool_limits(limits=threads, user_api="blas")  # until exit
 
     def thread_settings(self) -> dict:
@@ -164,9 +173,7 @@ class SklearnRunner(Runner):
                                 if lib["user_api"] == "blas"})}
 
     def fit(self, X, y, epochs: int, log: EpochLog) -> None:
-        from sklearn.neural_network import MLPClassifier
-
-        self.model = model = MLPClassifier(
+        self.model = model = self.MLPClassifier(
             self.spec.hidden, solver="adam", batch_size=self.spec.batch_size,
             learning_rate_init=1e-3, alpha=0.0, max_iter=epochs, tol=0.0, shuffle=True,
             random_state=self.seed)
@@ -303,7 +310,7 @@ RUNNERS = {"fastmnist": FastmnistRunner, "pytorch": TorchRunner, "keras": KerasR
 
 def load_data(limit: int | None, data_home: str | None):
     """MNIST as float32 [0, 1] rows and int64 labels, the same arrays for every framework."""
-    from fastmnist import load_mnist
+    from fastmnist.datasets import load_mnist  # not the estimators: see fastmnist/__init__
 
     def scaled(subset, n=None):
         X, y = load_mnist(subset, data_home=data_home, return_X_y=True)
