@@ -121,7 +121,7 @@ def test_targets_name_a_skipped_peer():
         "n/a: no peer ran"
 
 
-def test_a_peer_worker_loads_the_data_without_fastmnist_estimators(tmp_path):
+def test_a_peer_worker_loads_the_data_without_fastmnist_estimators():
     # A peer's worker reads MNIST through fastmnist.datasets; scikit-learn and Numba
     # (~190 MB of RSS) must not come with it, or every peer's peak RSS would carry them.
     code = ("import sys\n"

@@ -2,7 +2,7 @@
 
 The public names load on first use (PEP 562): ``import fastmnist.datasets`` alone, as the
 benchmark's peer workers do to read MNIST, imports neither scikit-learn nor Numba, whose
-resident memory (about 120 and 65 MB) would otherwise be charged to every peer.
+resident memory (about 125 and 50 MB) would otherwise be charged to every peer.
 """
 
 from __future__ import annotations
