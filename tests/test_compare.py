@@ -121,7 +121,7 @@ def test_targets_name_a_skipped_peer():
         "n/a: no peer ran"
 
 
-def test_a_peer_worker_loads_the_data_without_fastmnist_estimators():
+def test_a_peer_worker_loads_the_data_without_fastmnist_estimators(fresh_python):
     # A peer's worker reads MNIST through fastmnist.datasets; scikit-learn and Numba
     # (~190 MB of RSS) must not come with it, or every peer's peak RSS would carry them.
     code = ("import sys\n"
@@ -130,9 +130,8 @@ def test_a_peer_worker_loads_the_data_without_fastmnist_estimators():
             "heavy = ('sklearn', 'numba', 'scipy', 'llvmlite')\n"
             "print(X.dtype, X.shape, X_test.shape, float(X.max()),\n"
             "      sorted(m for m in heavy if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.split() == ["float32", "(100,", "784)", "(10000,", "784)", "1.0", "[]"]
+    assert fresh_python(code).split() == ["float32", "(100,", "784)", "(10000,", "784)",
+                                          "1.0", "[]"]
 
 
 def test_probe_import_reports_why_a_framework_is_missing():

@@ -1,8 +1,5 @@
 """Thread control, worker-thread safety, caching switch and warm-up of the kernels."""
 
-import os
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,13 +73,10 @@ def test_serial_twin_is_used_off_the_main_thread_on_an_unsafe_layer(monkeypatch)
 
 
 @pytest.mark.parametrize("setting, cache_class", [("1", "FunctionCache"), ("0", "NullCache")])
-def test_cache_switch(setting, cache_class):
+def test_cache_switch(setting, cache_class, fresh_python):
     code = ("from fastmnist._kernels import dense; "
             "print(type(dense.dense_forward.parallel._cache).__name__)")
-    env = dict(os.environ, FASTMNIST_CACHE=setting)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip() == cache_class
+    assert fresh_python(code, FASTMNIST_CACHE=setting).strip() == cache_class
 
 
 def test_cached_kernels_are_named_after_every_kernel_source(tmp_path):
@@ -100,25 +94,20 @@ def test_cached_kernels_are_named_after_every_kernel_source(tmp_path):
     assert dense.dense_forward.serial.py_func.__qualname__.endswith(suffix + "_serial")
 
 
-def test_fastmath_keeps_nan_checks():
+def test_fastmath_keeps_nan_checks(fresh_python):
     code = "from fastmnist._config import FASTMATH; print(sorted(FASTMATH or []))"
     for setting, expected in (("1", "['afn', 'nsz']"), ("0", "[]")):
-        env = dict(os.environ, FASTMNIST_FASTMATH=setting)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True).stdout
-        assert out.strip() == expected
+        assert fresh_python(code, FASTMNIST_FASTMATH=setting).strip() == expected
 
 
-def test_the_package_loads_its_public_names_on_first_use():
+def test_the_package_loads_its_public_names_on_first_use(fresh_python):
     code = ("import sys, fastmnist\n"
             "before = 'sklearn' in sys.modules or 'numba' in sys.modules\n"
             "from fastmnist import MLPClassifier, load_mnist\n"
             "print(before, 'sklearn' in sys.modules, 'numba' in sys.modules,\n"
             "      MLPClassifier.__module__, load_mnist.__module__,\n"
             "      'CNNClassifier' in dir(fastmnist), fastmnist.__version__)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.split() == ["False", "True", "True", "fastmnist._mlp",
+    assert fresh_python(code).split() == ["False", "True", "True", "fastmnist._mlp",
                                    "fastmnist.datasets._mnist", "True", "0.1.0"]
     import fastmnist
 

@@ -269,18 +269,23 @@ class MaxPool2D(Layer):
     pool: int
     stride: int | None = None
 
+    @property
+    def step(self) -> int:
+        """The stride in effect: ``stride``, or ``pool`` when that is None."""
+        return self.stride or self.pool
+
     def build(self, input_shape):
         C, H, W = input_shape
-        stride = self.stride or self.pool
         self.input_shape = input_shape
-        self.output_shape = (C, (H - self.pool) // stride + 1, (W - self.pool) // stride + 1)
+        self.output_shape = (C, (H - self.pool) // self.step + 1,
+                             (W - self.pool) // self.step + 1)
         return self.output_shape
 
     def forward(self, ws, x, training):
         # The backward pass finds each window's maximum again in x: no index is kept.
         self.x = x
         y = ws["y"][: len(x)]
-        pool_kernels.maxpool2d_forward(y, x, self.pool, self.stride or self.pool)
+        pool_kernels.maxpool2d_forward(y, x, self.pool, self.step)
         return y
 
     def backward(self, ws, dy, need_dx):
@@ -293,7 +298,7 @@ class MaxPool2D(Layer):
     def _backward(self, ws, dy, relu_gate):
         dx = ws["dx"][: len(dy)]
         pool_kernels.maxpool2d_backward(dx, dy, self.x, ws["y"][: len(dy)], self.pool,
-                                        self.stride or self.pool, relu_gate)
+                                        self.step, relu_gate)
         return dx
 
     def __repr__(self):
