@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 
 from fastmnist import CNNClassifier, MLPClassifier, load_mnist
-from fastmnist._layers import Conv2D, Dense
+from fastmnist._layers import Activation, Conv2D, Dense, Flatten, MaxPool2D
 from fastmnist._network import Network
 
 
@@ -104,6 +104,22 @@ def test_pool_and_relu_backward_in_one_pass_equal_two_passes(monkeypatch):
     assert one_pass[0] == two_passes[0]
     np.testing.assert_array_equal(one_pass[1], two_passes[1])
     assert np.count_nonzero(one_pass[1]) > one_pass[1].size // 2
+
+
+def test_the_fused_pool_and_relu_backward_keeps_the_network_input():
+    # The ReLU -> MaxPool2D backward pass writes its gradient over the ReLU's output, but
+    # not when that ReLU worked in place on the batch itself: L-BFGS passes it again.
+    rng = np.random.default_rng(4)
+    layers = [Activation("relu"), MaxPool2D(2), Flatten(), Dense(3)]
+    network = Network(layers, (1, 6, 6), "softmax")
+    network.initialize(np.random.RandomState(0))
+    given = rng.standard_normal((5, 1, 6, 6)).astype(np.float32)
+    x, codes, weights = given.copy(), np.arange(5) % 3, np.ones(5, np.float32)
+    first = network.loss_and_gradient(x, codes, weights), network.grad.copy()
+    np.testing.assert_array_equal(x, np.maximum(given, 0))  # the ReLU's output, no gradient
+    second = network.loss_and_gradient(x, codes, weights), network.grad.copy()
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
 
 
 def test_prediction_buffers_stay_within_their_budget():

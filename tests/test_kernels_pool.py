@@ -157,6 +157,24 @@ def test_pool_backward_through_relu_equals_the_two_passes(case, dtype):
         assert (y == 0).any() and np.count_nonzero(two_passes) > 0
 
 
+@pytest.mark.parametrize("relu_gate", [False, True])
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] >= c[4]])
+def test_maxpool_backward_in_place_over_x(case, relu_gate):
+    # Windows that do not overlap (stride >= pool; 7x5 and 6x6 leave rows and columns in
+    # no window): dx may be x itself, with the same bits as a separate dx.
+    B, C, H, W, size, stride = case
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.integers(-3, 4, (B, C, H, W)), 0).astype(np.float32)  # ties and 0s
+    y = max_forward(x, size, stride)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    want = max_backward(x, y, dy, size, stride, relu_gate=relu_gate)
+    for kernel in (pool.maxpool2d_backward.parallel, pool.maxpool2d_backward.serial):
+        in_place = x.copy()
+        kernel(in_place, dy, in_place, y, size, stride, relu_gate)
+        np.testing.assert_array_equal(in_place, want)
+    assert np.count_nonzero(want) > 0
+
+
 def run_all(x, dy_max, dy_avg, size, stride, twin="__call__"):
     """Every pooling output, from the kernels or from their ``twin``."""
     kernels = [getattr(k, twin) for k in (pool.maxpool2d_forward, pool.maxpool2d_backward,

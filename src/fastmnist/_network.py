@@ -157,7 +157,10 @@ class Network:
         while i >= 0:
             layer = self.layers[i]
             if self._follows_relu(i):  # one pass for the pool and the ReLU before it
-                delta = layer.backward_through_relu(self._workspaces[i], delta)
+                # The ReLU's output may take the gradient, unless the ReLU worked in place
+                # on the network's input (i == 1): L-BFGS passes the same batch again.
+                delta = layer.backward_through_relu(self._workspaces[i], delta,
+                                                    overwrite_x=i > 1)
                 i -= 2
             else:
                 delta = layer.backward(self._workspaces[i], delta, need_dx=i > 0)

@@ -13,8 +13,8 @@ product adds the bias and sums db too):
 - dW, db:   (dW | db) = sum over the products of dy (F, n P) @ colT.T;
 - dx:       dcolT (CKK, n P) = W.T @ dy, then col2im (the adjoint of im2col).
 
-The images are split into fixed groups, one prange task each; each task runs its products
-one after another in gemm.matmul (Numba); BLAS is not used. Measured at the benchmark
+The images are split into fixed groups; one prange task per thread runs every T-th group,
+its products one after another in gemm.matmul (Numba); BLAS is not used. Measured at the benchmark
 model's shapes (batch 128, float32, 2 threads; conv1 1->32 3x3 on 28x28 without dx, conv2
 32->64 3x3 on 13x13 with dx), forward + backward, medians:
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -36,10 +37,10 @@ from ._jit import kernel, parallel_kernel
 from .activation import IDENTITY, RELU, activate_row
 from .gemm import matmul
 
-# The batch is split into at most this many groups of consecutive images, each a task with
-# its own row of ``work`` and its own partial (dW | db). The split depends on the batch size
-# only, never on the thread count, and the partials are added in group order: the same bits
-# at any thread count. Sixteen groups keep 2, 4 or 8 threads evenly loaded.
+# The batch is split into at most this many groups of consecutive images, each with its own
+# partial (dW | db). The split depends on the batch size only, never on the thread count,
+# and the partials are added in group order: the same bits at any thread count. Sixteen
+# groups keep 2, 4 or 8 threads evenly loaded.
 _GROUPS = 16
 
 
@@ -63,14 +64,33 @@ def conv_output_shape(H: int, W: int, K: int, stride: int,
 
 
 def conv2d_workspace_shape(batch: int, channels: int, filters: int, K: int, stride: int,
-                           H_out: int, W_out: int) -> tuple[int, int]:
+                           H_out: int, W_out: int, threads: int | None = None) -> tuple[int]:
     """Shape of the ``work`` array that both conv2d kernels take (dtype of x).
 
-    It serves any batch of at most ``batch`` images.
+    It serves any batch of at most ``batch`` images on at most ``threads`` threads (default:
+    the most Numba can run, ``numba.config.NUMBA_NUM_THREADS``).
     """
-    groups = min(batch, _GROUPS)
-    return groups, _work_length(_chunk(batch, groups, H_out * W_out), channels, filters, K,
-                                stride, H_out, W_out)
+    groups = _n_groups(batch)
+    slots = min(groups, threads or numba.config.NUMBA_NUM_THREADS)
+    slot = _slot_length(_chunk(batch, groups, H_out * W_out), channels, filters, K, stride,
+                        H_out, W_out)
+    return (groups * _partial_length(channels, filters, K) + slots * slot,)
+
+
+# The layout of ``work``: the groups' partial (dW | db) one after another, then one slot of
+# scratch per thread for the images of the groups that thread runs (one prange task per
+# slot: fewer slots than threads would leave threads idle). Slots per thread rather than per
+# group keep the scratch in the cache from group to group, and take less memory (conv2 of
+# the benchmark model: 2 MB rather than 16).
+
+
+@kernel
+def _n_groups(B):
+    # One group per image at most: a smaller batch than the work was made for (one image
+    # to predict) leaves out the groups that would have none, and their set-up (copying W).
+    # Images fall into the same groups either way. (An empty batch keeps one group, whose
+    # zeroed partial (dW | db) makes the gradient 0.)
+    return max(1, min(_GROUPS, B))
 
 
 @kernel
@@ -80,30 +100,60 @@ def _chunk(B, G, P):
 
 
 @kernel
-def _work_length(images, C, F, K, stride, H_out, W_out):
+def _partial_length(C, F, K):
+    return F * (C * K * K + 1)
+
+
+@kernel
+def _slot_length(images, C, F, K, stride, H_out, W_out):
     # For products of this many images: see _weight_scratch and _image_scratch
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
-    return (2 * F * CKK1 + (CKK1 - 1) * F + CKK1 * images * P + F * images * P
+    return (F * CKK1 + (CKK1 - 1) * F + CKK1 * images * P + F * images * P
             + min(F, CKK1) * images * P + C * H_pad * W_pad)
 
 
 @kernel
-def _weight_scratch(row, CKK, F):
-    # The first views of a group's row of work, the same for every product:
-    # - part (F, CKK + 1): the group's partial (dW | db), where conv2d_backward adds the
-    #   partials up (laid out transposed, (CKK + 1, F), when _dw_transposed);
-    # - wb (F, CKK + 1): (W | b) in the forward pass, a product's term of (dW | db) in the
-    #   backward pass (laid out like part);
-    # - wT (CKK, F): W transposed, for dx.
-    n = F * (CKK + 1)
-    return (row[:n].reshape(F, CKK + 1), row[n:2 * n].reshape(F, CKK + 1),
-            row[2 * n:2 * n + CKK * F].reshape(CKK, F))
+def _layout(work, B, C, F, K, stride, H_out, W_out):
+    # (groups, slots, a slot's length) for a batch of B: as many slots as the work holds
+    # after the partials, at most one per group. (The thread count is not read in here: a
+    # kernel that calls numba.get_num_threads cannot be cached.)
+    G = _n_groups(B)
+    S = _slot_length(_chunk(B, G, H_out * W_out), C, F, K, stride, H_out, W_out)
+    T = min(G, (work.size - G * _partial_length(C, F, K)) // S)
+    if T < 1:
+        raise ValueError("work is smaller than conv2d_workspace_shape")
+    return G, T, S
 
 
 @kernel
-def _image_scratch(row, images, C, F, K, stride, H_out, W_out):
-    # The rest of the row, for a product of this many images:
+def _partial(work, g, CKK, F):
+    # Group g's partial (dW | db) (F, CKK + 1), where conv2d_backward adds up its products
+    # (laid out transposed, (CKK + 1, F), when _dw_transposed)
+    n = F * (CKK + 1)
+    return work[g * n:(g + 1) * n].reshape(F, CKK + 1)
+
+
+@kernel
+def _slot(work, t, G, S, CKK, F):
+    # Thread slot t of the work
+    start = G * F * (CKK + 1) + t * S
+    return work[start:start + S]
+
+
+@kernel
+def _weight_scratch(slot, CKK, F):
+    # The first views of a slot, the same for every product:
+    # - wb (F, CKK + 1): (W | b) in the forward pass, a product's term of (dW | db) in the
+    #   backward pass (laid out like the partials);
+    # - wT (CKK, F): W transposed, for dx.
+    n = F * (CKK + 1)
+    return slot[:n].reshape(F, CKK + 1), slot[n:n + CKK * F].reshape(CKK, F)
+
+
+@kernel
+def _image_scratch(slot, images, C, F, K, stride, H_out, W_out):
+    # The rest of the slot, for a product of this many images:
     # - colT (CKK + 1, images, P): the images' im2col side by side, so that one product
     #   covers them all, with a last row of ones for the bias;
     # - out (F, images, P): the product, or the images' dy gathered;
@@ -112,14 +162,14 @@ def _image_scratch(row, images, C, F, K, stride, H_out, W_out):
     # - xp (C, H_pad, W_pad): the zero-padded image.
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
-    start = 2 * F * CKK1 + (CKK1 - 1) * F
+    start = F * CKK1 + (CKK1 - 1) * F
     end_colT = start + CKK1 * images * P
     end_out = end_colT + F * images * P
     end_flat = end_out + min(F, CKK1) * images * P
-    return (row[start:end_colT].reshape(CKK1, images, P),
-            row[end_colT:end_out].reshape(F, images, P),
-            row[end_out:end_flat],
-            row[end_flat:end_flat + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
+    return (slot[start:end_colT].reshape(CKK1, images, P),
+            slot[end_colT:end_out].reshape(F, images, P),
+            slot[end_out:end_flat],
+            slot[end_flat:end_flat + C * H_pad * W_pad].reshape(C, H_pad, W_pad))
 
 
 @kernel
@@ -129,13 +179,6 @@ def _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out):
     for i in range(n):
         _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride, H_out,
                 W_out)
-
-
-@kernel
-def _check_work(work, B, C, F, K, stride, H_out, W_out):
-    chunk = _chunk(B, work.shape[0], H_out * W_out)
-    if work.shape[1] < _work_length(chunk, C, F, K, stride, H_out, W_out):
-        raise ValueError("work is smaller than conv2d_workspace_shape")
 
 
 # The products run in gemm.matmul (Numba, ~2x OpenBLAS's AVX2 kernels at these shapes):
@@ -151,7 +194,7 @@ _COLUMNS = 448
 
 @parallel_kernel
 def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left, activation=IDENTITY):
-    # x (B, C, H, W), w (F, C, K, K), b (F,) -> y (B, F, H', W'); work (G, S) scratch.
+    # x (B, C, H, W), w (F, C, K, K), b (F,) -> y (B, F, H', W'); work: the scratch.
     # activation (a code of kernels.activation) is applied to y image by image while the
     # image is still in the cache: the pass over the whole of y that an Activation layer
     # would make costs more (cnn-keras's two ReLUs: 0.4 ms a batch of 128).
@@ -159,27 +202,28 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left, activation=IDENT
     F, _, K, _ = w.shape
     H_out, W_out = y.shape[2], y.shape[3]
     CKK, P = C * K * K, H_out * W_out
-    G = _groups(work, B)
-    _check_work(work, B, C, F, K, stride, H_out, W_out)
-    # Images are independent: each group of images (and its row of work) is one task.
-    for g in prange(G):
-        _, wb, _ = _weight_scratch(work[g], CKK, F)
+    G, T, S = _layout(work, B, C, F, K, stride, H_out, W_out)
+    # Images are independent: each task runs every T-th group in its own slot of work.
+    for t in prange(T):
+        slot = _slot(work, t, G, S, CKK, F)
+        wb, _ = _weight_scratch(slot, CKK, F)
         wb[:, :CKK] = w.reshape(F, CKK)
         wb[:, CKK] = b
-        for first, n in _chunks(g, G, B, P):
-            colT, out, _, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
-            _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
-            # One image's product goes straight into y; several are moved there after.
-            product = y[first].reshape(F, P) if n == 1 else out.reshape(F, n * P)
-            matmul(product, wb, colT.reshape(CKK + 1, n * P))
-            for i in range(n):
-                yi = y[first + i].reshape(F, P)
-                if n > 1:
-                    for f in range(F):
-                        yi[f] = out[f, i]
-                if activation != IDENTITY:
-                    flat = yi.reshape(F * P)
-                    activate_row(flat, flat, activation)
+        for g in range(t, G, T):
+            for first, n in _chunks(g, G, B, P):
+                colT, out, _, xp = _image_scratch(slot, n, C, F, K, stride, H_out, W_out)
+                _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
+                # One image's product goes straight into y; several are moved there after.
+                product = y[first].reshape(F, P) if n == 1 else out.reshape(F, n * P)
+                matmul(product, wb, colT.reshape(CKK + 1, n * P))
+                for i in range(n):
+                    yi = y[first + i].reshape(F, P)
+                    if n > 1:
+                        for f in range(F):
+                            yi[f] = out[f, i]
+                    if activation != IDENTITY:
+                        flat = yi.reshape(F * P)
+                        activate_row(flat, flat, activation)
 
 
 @parallel_kernel
@@ -190,66 +234,60 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
     F, _, K, _ = w.shape
     H_out, W_out = dy.shape[2], dy.shape[3]
     CKK, P = C * K * K, H_out * W_out
-    G = _groups(work, B)
-    _check_work(work, B, C, F, K, stride, H_out, W_out)
-    # One task per group of images: it owns its images' dx and its partial (dW | db), so
-    # nothing is shared between threads.
-    for g in prange(G):
-        part, term, wT = _weight_scratch(work[g], CKK, F)
-        part[:] = 0
+    G, T, S = _layout(work, B, C, F, K, stride, H_out, W_out)
+    # Each task runs every T-th group in its own slot of work: a group's images' dx and its
+    # partial (dW | db) belong to it alone, so nothing is shared between threads.
+    for t in prange(T):
+        slot = _slot(work, t, G, S, CKK, F)
+        term, wT = _weight_scratch(slot, CKK, F)
         if need_dx:
             wT[:] = w.reshape(F, CKK).T
-        for first, n in _chunks(g, G, B, P):
-            colT, dyg, flat, xp = _image_scratch(work[g], n, C, F, K, stride, H_out, W_out)
-            _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
-            # One image's dy is used where it is; several are gathered side by side.
-            dyg2 = dy[first].reshape(F, P) if n == 1 else dyg.reshape(F, n * P)
-            if n > 1:
-                for i in range(n):
-                    dyi = dy[first + i].reshape(F, P)
-                    for f in range(F):
-                        dyg[f, i] = dyi[f]
-            colT2 = colT.reshape(CKK + 1, n * P)
-            if _dw_transposed(F, CKK):
-                dyT = flat.reshape(n * P, F)
-                _transpose(dyT, dyg2)
-                matmul(term.reshape(CKK + 1, F), colT2, dyT)
-            else:
-                col = flat.reshape(n * P, CKK + 1)
-                _transpose(col, colT2)
-                matmul(term, dyg2, col)
-            _add(part.reshape(part.size), term.reshape(term.size))
-            if need_dx:
-                matmul(colT2[:CKK], wT, dyg2)  # colT is spent: it takes the dcolT
-                for i in range(n):
-                    dxi = dx[first + i]
-                    if _needs_padding(dxi, xp, pad_top, pad_left):
-                        _col2im(xp, colT, i, K, stride, H_out, W_out)
-                        _unpad(dxi, xp, pad_top, pad_left)
-                    else:
-                        _col2im(dxi, colT, i, K, stride, H_out, W_out)
+        for g in range(t, G, T):
+            part = _partial(work, g, CKK, F)
+            part[:] = 0
+            for first, n in _chunks(g, G, B, P):
+                colT, dyg, flat, xp = _image_scratch(slot, n, C, F, K, stride, H_out, W_out)
+                _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
+                # One image's dy is used where it is; several are gathered side by side.
+                dyg2 = dy[first].reshape(F, P) if n == 1 else dyg.reshape(F, n * P)
+                if n > 1:
+                    for i in range(n):
+                        dyi = dy[first + i].reshape(F, P)
+                        for f in range(F):
+                            dyg[f, i] = dyi[f]
+                colT2 = colT.reshape(CKK + 1, n * P)
+                if _dw_transposed(F, CKK):
+                    dyT = flat.reshape(n * P, F)
+                    _transpose(dyT, dyg2)
+                    matmul(term.reshape(CKK + 1, F), colT2, dyT)
+                else:
+                    col = flat.reshape(n * P, CKK + 1)
+                    _transpose(col, colT2)
+                    matmul(term, dyg2, col)
+                _add(part.reshape(part.size), term.reshape(term.size))
+                if need_dx:
+                    matmul(colT2[:CKK], wT, dyg2)  # colT is spent: it takes the dcolT
+                    for i in range(n):
+                        dxi = dx[first + i]
+                        if _needs_padding(dxi, xp, pad_top, pad_left):
+                            _col2im(xp, colT, i, K, stride, H_out, W_out)
+                            _unpad(dxi, xp, pad_top, pad_left)
+                        else:
+                            _col2im(dxi, colT, i, K, stride, H_out, W_out)
     # (dW | db) = the partial ones added in group order; each thread owns whole filters.
     dwm = dw.reshape(F, CKK)
     transposed = _dw_transposed(F, CKK)
+    n_part = F * (CKK + 1)
     for f in prange(F):
         for k in range(CKK + 1):
             at = k * F + f if transposed else f * (CKK + 1) + k
-            total = work[0, at]
+            total = work[at]
             for g in range(1, G):
-                total += work[g, at]
+                total += work[g * n_part + at]
             if k < CKK:
                 dwm[f, k] = total
             else:
                 db[f] = total
-
-
-@kernel
-def _groups(work, B):
-    # One group per image at most: a smaller batch than the work was made for (one image
-    # to predict) leaves out the groups that would have none, and their set-up (copying W).
-    # Images fall into the same groups either way. (An empty batch keeps one group, whose
-    # zeroed partial (dW | db) makes the gradient 0.)
-    return max(1, min(work.shape[0], B))
 
 
 @kernel

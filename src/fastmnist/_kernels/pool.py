@@ -66,6 +66,8 @@ def maxpool2d_backward(dx, dy, x, y, pool, stride, relu_gate=False):
     # gradient where that is 0. The same values as the two passes one after the other,
     # without reading and writing the ReLU's output gradient again (cnn-keras, batch 128:
     # ReLU's backward passes took 2.5 ms of a 16 ms step).
+    # When windows do not overlap (stride >= pool), dx may be x itself: each element of x
+    # is read by one window at most, which writes it only after reading the whole window.
     C = dx.shape[1]
     for bc in prange(dx.shape[0] * C):
         b, c = bc // C, bc % C
@@ -79,16 +81,44 @@ def _route(dx, dy, x, y, pool, stride, relu_gate):
     # gradient, as in ReLU).
     if pool == 2 and stride == 2:
         _route_2x2(dx, dy, x, y, relu_gate)
-        return
-    dx[:] = 0
+    elif stride >= pool:
+        _route_apart(dx, dy, x, y, pool, stride, relu_gate)
+    else:
+        dx[:] = 0
+        for oy in range(dy.shape[0]):
+            for ox in range(dy.shape[1]):
+                peak = y[oy, ox]
+                if not (relu_gate and peak == 0):
+                    top, left = oy * stride, ox * stride
+                    iy, ix = _first_max(x, peak, top, left, pool)
+                    # Overlapping windows add into the same input, in order.
+                    dx[iy, ix] += dy[oy, ox]
+
+
+@inlined_kernel
+def _route_apart(dx, dy, x, y, pool, stride, relu_gate):
+    # Windows that do not overlap: elements of no window get 0, and each window is written
+    # whole (the gradient at its first maximum, 0 elsewhere) after it was read.
+    for iy in range(dx.shape[0]):
+        for ix in range(dx.shape[1]):
+            if not (_in_window(iy, dy.shape[0], pool, stride)
+                    and _in_window(ix, dy.shape[1], pool, stride)):
+                dx[iy, ix] = 0
     for oy in range(dy.shape[0]):
         for ox in range(dy.shape[1]):
             peak = y[oy, ox]
-            if not (relu_gate and peak == 0):
-                top, left = oy * stride, ox * stride
-                iy, ix = _first_max(x, peak, top, left, pool)
-                # Overlapping windows (stride < pool) add into the same input, in order.
-                dx[iy, ix] += dy[oy, ox]
+            g = 0 if relu_gate and peak == 0 else dy[oy, ox]
+            top, left = oy * stride, ox * stride
+            iy, ix = _first_max(x, peak, top, left, pool)
+            for wy in range(top, top + pool):
+                for wx in range(left, left + pool):
+                    dx[wy, wx] = g if wy == iy and wx == ix else 0
+
+
+@inlined_kernel
+def _in_window(i, n_out, pool, stride):
+    # Whether input row (or column) i lies in one of the n_out windows of a pool >= stride
+    return i // stride < n_out and i % stride < pool
 
 
 @inlined_kernel
@@ -107,7 +137,8 @@ def _first_max(x, peak, top, left, pool):
 def _route_2x2(dx, dy, x, y, relu_gate):
     # The usual 2x2 pool of stride 2, written out: every input of a window is written once,
     # the gradient or 0, through selects rather than branches (where the maximum sits is
-    # random). The last row and column of an odd plane belong to no window.
+    # random), after the window's first three were read (the fourth is never read).
+    # The last row and column of an odd plane belong to no window.
     dx[2 * dy.shape[0]:] = 0
     dx[:, 2 * dy.shape[1]:] = 0
     for oy in range(dy.shape[0]):
