@@ -1,6 +1,8 @@
 """CNNClassifier: parameters, architecture, documented weight layout, inputs, accuracy."""
 
 import inspect
+import mmap
+import os
 import warnings
 
 import numpy as np
@@ -11,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fastmnist import CNNClassifier, MLPClassifier, load_mnist
 from fastmnist._layers import Activation, Conv2D, Dense, Flatten, MaxPool2D
-from fastmnist._network import Network
+from fastmnist._network import Network, _mapped_empty
 
 
 def quiet_fit(model, X, y, **kwargs):
@@ -120,6 +122,34 @@ def test_the_fused_pool_and_relu_backward_keeps_the_network_input():
     second = network.loss_and_gradient(x, codes, weights), network.grad.copy()
     assert first[0] == second[0]
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_batch_buffers_are_private_memory_maps_of_their_own():
+    # Each batch buffer is its own private map (see _network._mapped_empty): writable,
+    # unshared with a forked child, and an empty one is a plain empty array.
+    buffer = _mapped_empty((3, 4), np.float32)
+    assert buffer.shape == (3, 4) and buffer.dtype == np.float32 and buffer.flags.writeable
+    assert isinstance(memory_of(buffer), mmap.mmap)
+    buffer[:] = 1.5
+    pid = os.fork()
+    if pid == 0:  # the child writes its copy and leaves
+        buffer[:] = -1.0
+        os._exit(0)
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(buffer, np.full((3, 4), 1.5, np.float32))
+    assert _mapped_empty((0, 4), np.float32).shape == (0, 4)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 64)).astype(np.float32), np.arange(30) % 3
+    network = quiet_fit(CNNClassifier((4,), max_iter=1, random_state=0), X, y)._state.network
+    buffers = [b for ws in network._workspaces for b in ws.values()]
+    assert len(buffers) >= 8 and all(isinstance(memory_of(b), mmap.mmap) for b in buffers)
+
+
+def memory_of(array):
+    """The object that holds an array's memory, through views and buffers."""
+    while isinstance(array, np.ndarray):
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
 
 
 def test_prediction_buffers_stay_within_their_budget():

@@ -19,8 +19,6 @@ import numpy as np
 import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -322,6 +320,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         network = state.network
         X_val = codes_val = w_val = None
         if self.early_stopping:
+            # Imported here, as scikit-learn's ClassifierMixin.score imports its metric:
+            # model_selection and metrics would add 8 MB to every process that trains.
+            from sklearn.model_selection import train_test_split
+
             X, X_val, codes, codes_val, weights, w_val = train_test_split(
                 X, codes, weights, random_state=random_state,
                 test_size=self.validation_fraction, stratify=codes)
@@ -412,6 +414,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
 
     def _track_validation(self, state, X_val, codes_val, w_val):
         # Accuracy on label codes is accuracy on labels: codes index classes_.
+        from sklearn.metrics import accuracy_score  # early stopping only: see _fit_stochastic
+
         predicted = np.argmax(self._predict_proba_with(state, X_val), axis=1)
         score = accuracy_score(codes_val, predicted, sample_weight=w_val)
         state.validation_scores.append(score)

@@ -68,11 +68,14 @@ class Layer:
     def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         self.params, self.grads = params, grads
 
-    def allocate(self, batch_size: int, dtype) -> dict[str, np.ndarray]:
-        """The buffers one batch needs: the output ``y``, the input gradient ``dx``."""
+    def allocate(self, batch_size: int, dtype, empty=np.empty) -> dict[str, np.ndarray]:
+        """The buffers one batch needs: the output ``y``, the input gradient ``dx``.
+
+        ``empty(shape, dtype)`` makes each buffer (``Network`` passes its own).
+        """
         return {
-            "y": np.empty((batch_size, *self.output_shape), dtype),
-            "dx": np.empty((batch_size, *self.input_shape), dtype),
+            "y": empty((batch_size, *self.output_shape), dtype),
+            "dx": empty((batch_size, *self.input_shape), dtype),
         }
 
     def forward(self, ws: dict, x: np.ndarray, training: bool) -> np.ndarray:
@@ -135,7 +138,7 @@ class Activation(Layer):
     def __post_init__(self):
         self.code = act.ACTIVATIONS[self.name]
 
-    def allocate(self, batch_size, dtype):
+    def allocate(self, batch_size, dtype, empty=np.empty):
         return {}  # forward and backward both work in place
 
     def forward(self, ws, x, training):
@@ -166,9 +169,9 @@ class Dropout(Layer):
     seed: int = 0
     step: int = field(default=0, init=False)
 
-    def allocate(self, batch_size, dtype):
-        return {"y": np.empty((batch_size, *self.output_shape), dtype),
-                "mask": np.empty((batch_size, *self.output_shape), np.uint8)}
+    def allocate(self, batch_size, dtype, empty=np.empty):
+        return {"y": empty((batch_size, *self.output_shape), dtype),
+                "mask": empty((batch_size, *self.output_shape), np.uint8)}
 
     def forward(self, ws, x, training):
         if not training or self.rate == 0:
@@ -197,7 +200,7 @@ class Flatten(Layer):
         self.input_shape, self.output_shape = input_shape, (int(np.prod(input_shape)),)
         return self.output_shape
 
-    def allocate(self, batch_size, dtype):
+    def allocate(self, batch_size, dtype, empty=np.empty):
         return {}
 
     def forward(self, ws, x, training):
@@ -233,12 +236,12 @@ class Conv2D(Layer):
         return [ParamSpec("W", (self.filters, C, K, K), True, self.bound),
                 ParamSpec("b", (self.filters,), False, fill=0.0)]
 
-    def allocate(self, batch_size, dtype):
+    def allocate(self, batch_size, dtype, empty=np.empty):
         C, K = self.input_shape[0], self.kernel_size
         _, H_out, W_out = self.output_shape
         work = conv_kernels.conv2d_workspace_shape(batch_size, C, self.filters, K,
                                                    self.stride, H_out, W_out)
-        return {**super().allocate(batch_size, dtype), "work": np.empty(work, dtype)}
+        return {**super().allocate(batch_size, dtype, empty), "work": empty(work, dtype)}
 
     def forward(self, ws, x, training, activation=act.IDENTITY):
         """y = activation(conv(x)); an activation code of kernels.activation, applied in
@@ -330,13 +333,13 @@ class BatchNorm2D(Layer):
         return [ParamSpec("gamma", (C,), False, fill=1.0), ParamSpec("beta", (C,), False,
                                                                        fill=0.0)]
 
-    def allocate(self, batch_size, dtype):
+    def allocate(self, batch_size, dtype, empty=np.empty):
         C = self.input_shape[0]
         self.running_mean = self.running_mean.astype(dtype)
         self.running_var = self.running_var.astype(dtype)
-        return {**super().allocate(batch_size, dtype),
-                "x_hat": np.empty((batch_size, *self.input_shape), dtype),
-                "inv_std": np.empty(C, dtype)}
+        return {**super().allocate(batch_size, dtype, empty),
+                "x_hat": empty((batch_size, *self.input_shape), dtype),
+                "inv_std": empty(C, dtype)}
 
     def forward(self, ws, x, training):
         y = ws["y"][: len(x)]
