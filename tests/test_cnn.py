@@ -91,18 +91,25 @@ def test_predictions_follow_the_documented_layout():
     np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_pool_and_relu_backward_in_one_pass_equal_two_passes(monkeypatch):
-    # The network hands each ReLU -> MaxPool2D pair's backward pass to one kernel; the
-    # gradient must have the same bits as the layers' own passes one after the other.
+@pytest.mark.parametrize("pool_size", [2, 3])
+def test_fused_layers_give_the_bits_of_the_layers_one_by_one(monkeypatch, pool_size):
+    # The network runs each conv -> ReLU -> 2x2 pool as one kernel each way, or else each
+    # ReLU -> pool pair's backward pass as one; the loss and gradient must have the same
+    # bits as the layers' own passes one after the other.
     rng = np.random.default_rng(2)
-    X, y = rng.random((40, 100)).astype(np.float32), np.arange(40) % 3
-    model = quiet_fit(CNNClassifier((4, 6), dropout=0.0, max_iter=1, random_state=0), X, y)
+    X, y = rng.random((40, 784)).astype(np.float32), np.arange(40) % 3
+    model = quiet_fit(CNNClassifier((4, 6), pool_size=pool_size, dropout=0.0, max_iter=1,
+                                    random_state=0), X, y)
     network = model._state.network
-    assert [i for i in range(len(network.layers)) if network._follows_relu(i)] == [2, 5]
-    x, codes, weights = X.reshape(40, 1, 10, 10), y.astype(np.int64), np.ones(40, np.float32)
-    one_pass = network.loss_and_gradient(x, codes, weights), network.grad.copy()
+    n = len(network.layers)
+    fused = [i for i in range(n) if network._conv_relu_pool_at(i)]
+    assert fused == ([0, 3] if pool_size == 2 else [])
+    assert [i for i in range(n) if network._follows_relu(i)] == [2, 5]
+    x, codes, weights = X.reshape(40, 1, 28, 28), y.astype(np.int64), np.ones(40, np.float32)
+    one_pass = network.loss_and_gradient(x.copy(), codes, weights), network.grad.copy()
+    monkeypatch.setattr(Network, "_conv_relu_pool_at", lambda self, i: False)
     monkeypatch.setattr(Network, "_follows_relu", lambda self, i: False)
-    two_passes = network.loss_and_gradient(x, codes, weights), network.grad.copy()
+    two_passes = network.loss_and_gradient(x.copy(), codes, weights), network.grad.copy()
     assert one_pass[0] == two_passes[0]
     np.testing.assert_array_equal(one_pass[1], two_passes[1])
     assert np.count_nonzero(one_pass[1]) > one_pass[1].size // 2

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._kernels import activation as act
 from ._kernels import conv as conv_kernels
+from ._kernels import conv_pool as conv_pool_kernels
 from ._kernels import dense as dense_kernels
 from ._kernels import dropout as dropout_kernels
 from ._kernels import norm as norm_kernels
@@ -241,7 +242,10 @@ class Conv2D(Layer):
         _, H_out, W_out = self.output_shape
         work = conv_kernels.conv2d_workspace_shape(batch_size, C, self.filters, K,
                                                    self.stride, H_out, W_out)
-        return {**super().allocate(batch_size, dtype, empty), "work": empty(work, dtype)}
+        pooled = (batch_size, self.filters, H_out // 2, W_out // 2)
+        # "codes" serve forward_relu_pool alone: untouched, a buffer takes no memory.
+        return {**super().allocate(batch_size, dtype, empty), "work": empty(work, dtype),
+                "codes": empty(pooled, dtype)}
 
     def forward(self, ws, x, training, activation=act.IDENTITY):
         """y = activation(conv(x)); an activation code of kernels.activation, applied in
@@ -257,6 +261,27 @@ class Conv2D(Layer):
         conv_kernels.conv2d_backward(dx, self.grads["W"], self.grads["b"], ws["work"], self.x,
                                      dy, self.params["W"], self.stride, self.pad_top,
                                      self.pad_left, need_dx)
+        return dx
+
+    def forward_relu_pool(self, ws, x, y, training):
+        """ReLU(conv(x)) max-pooled 2x2 (stride 2) into y, in one kernel (kernels.conv_pool);
+        when training, for ``backward_relu_pool``."""
+        self.x = x
+        _, H_out, W_out = self.output_shape
+        conv_pool_kernels.conv2d_relu_pool_forward(
+            y, ws["codes"][: len(x)], ws["work"], x, self.params["W"], self.params["b"],
+            self.stride, self.pad_top, self.pad_left, H_out, W_out, training)
+        return y
+
+    def backward_relu_pool(self, ws, dy, need_dx):
+        """dx (and the gradients of W and b) from the gradient of ``forward_relu_pool``'s
+        output."""
+        dx = ws["dx"][: len(dy)]
+        _, H_out, W_out = self.output_shape
+        conv_pool_kernels.conv2d_relu_pool_backward(
+            dx, self.grads["W"], self.grads["b"], ws["work"], self.x, dy,
+            ws["codes"][: len(dy)], self.params["W"], self.stride, self.pad_top,
+            self.pad_left, H_out, W_out, need_dx)
         return dx
 
     def __repr__(self):

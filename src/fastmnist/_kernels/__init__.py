@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "norm", "dropout", "optim",
-                  "mlp_steps", "mlp_forward")
+KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "conv_pool", "norm",
+                  "dropout", "optim", "mlp_steps", "mlp_forward")
 
 
 def warmup(dtypes=(np.float32,)) -> dict[str, float]:

@@ -127,6 +127,14 @@ def _layout(work, B, C, F, K, stride, H_out, W_out):
 
 
 @kernel
+def _sizes(work, x, w, stride, H_out, W_out):
+    # (B, C, F, K, CKK, P, G, T, S) of a call: the sizes of x and w, and the layout
+    B, C, F, K = x.shape[0], x.shape[1], w.shape[0], w.shape[2]
+    G, T, S = _layout(work, B, C, F, K, stride, H_out, W_out)
+    return B, C, F, K, C * K * K, H_out * W_out, G, T, S
+
+
+@kernel
 def _partial(work, g, CKK, F):
     # Group g's partial (dW | db) (F, CKK + 1), where conv2d_backward adds up its products
     # (laid out transposed, (CKK + 1, F), when _dw_transposed)
@@ -198,17 +206,12 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left, activation=IDENT
     # activation (a code of kernels.activation) is applied to y image by image while the
     # image is still in the cache: the pass over the whole of y that an Activation layer
     # would make costs more (cnn-keras's two ReLUs: 0.4 ms a batch of 128).
-    B, C, H, W = x.shape
-    F, _, K, _ = w.shape
+    B, C, F, K, CKK, P, G, T, S = _sizes(work, x, w, stride, y.shape[2], y.shape[3])
     H_out, W_out = y.shape[2], y.shape[3]
-    CKK, P = C * K * K, H_out * W_out
-    G, T, S = _layout(work, B, C, F, K, stride, H_out, W_out)
     # Images are independent: each task runs every T-th group in its own slot of work.
     for t in prange(T):
         slot = _slot(work, t, G, S, CKK, F)
-        wb, _ = _weight_scratch(slot, CKK, F)
-        wb[:, :CKK] = w.reshape(F, CKK)
-        wb[:, CKK] = b
+        wb = _weights_with_bias(slot, w, b)
         for g in range(t, G, T):
             for first, n in _chunks(g, G, B, P):
                 colT, out, _, xp = _image_scratch(slot, n, C, F, K, stride, H_out, W_out)
@@ -230,21 +233,15 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left, activation=IDENT
 def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_dx):
     # dy (B, F, H', W'), x (B, C, H, W), w (F, C, K, K) -> dx (B, C, H, W), dw, db (F,)
     # dx is left untouched when need_dx is False: the first layer has no use for it.
-    B, C, H, W = x.shape
-    F, _, K, _ = w.shape
+    B, C, F, K, CKK, P, G, T, S = _sizes(work, x, w, stride, dy.shape[2], dy.shape[3])
     H_out, W_out = dy.shape[2], dy.shape[3]
-    CKK, P = C * K * K, H_out * W_out
-    G, T, S = _layout(work, B, C, F, K, stride, H_out, W_out)
     # Each task runs every T-th group in its own slot of work: a group's images' dx and its
     # partial (dW | db) belong to it alone, so nothing is shared between threads.
     for t in prange(T):
         slot = _slot(work, t, G, S, CKK, F)
-        term, wT = _weight_scratch(slot, CKK, F)
-        if need_dx:
-            wT[:] = w.reshape(F, CKK).T
+        term, wT = _transposed_weights(slot, w, need_dx)
         for g in range(t, G, T):
-            part = _partial(work, g, CKK, F)
-            part[:] = 0
+            part = _zeroed_partial(work, g, CKK, F)
             for first, n in _chunks(g, G, B, P):
                 colT, dyg, flat, xp = _image_scratch(slot, n, C, F, K, stride, H_out, W_out)
                 _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
@@ -255,39 +252,93 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
                         dyi = dy[first + i].reshape(F, P)
                         for f in range(F):
                             dyg[f, i] = dyi[f]
-                colT2 = colT.reshape(CKK + 1, n * P)
-                if _dw_transposed(F, CKK):
-                    dyT = flat.reshape(n * P, F)
-                    _transpose(dyT, dyg2)
-                    matmul(term.reshape(CKK + 1, F), colT2, dyT)
-                else:
-                    col = flat.reshape(n * P, CKK + 1)
-                    _transpose(col, colT2)
-                    matmul(term, dyg2, col)
-                _add(part.reshape(part.size), term.reshape(term.size))
-                if need_dx:
-                    matmul(colT2[:CKK], wT, dyg2)  # colT is spent: it takes the dcolT
-                    for i in range(n):
-                        dxi = dx[first + i]
-                        if _needs_padding(dxi, xp, pad_top, pad_left):
-                            _col2im(xp, colT, i, K, stride, H_out, W_out)
-                            _unpad(dxi, xp, pad_top, pad_left)
-                        else:
-                            _col2im(dxi, colT, i, K, stride, H_out, W_out)
+                _chunk_gradients(dx, part, term, wT, colT, dyg2, flat, xp, first, pad_top,
+                                 pad_left, K, stride, H_out, W_out, need_dx)
     # (dW | db) = the partial ones added in group order; each thread owns whole filters.
-    dwm = dw.reshape(F, CKK)
-    transposed = _dw_transposed(F, CKK)
-    n_part = F * (CKK + 1)
     for f in prange(F):
-        for k in range(CKK + 1):
-            at = k * F + f if transposed else f * (CKK + 1) + k
-            total = work[at]
-            for g in range(1, G):
-                total += work[g * n_part + at]
-            if k < CKK:
-                dwm[f, k] = total
-            else:
-                db[f] = total
+        _sum_partials(dw, db, work, f, G)
+
+
+@kernel
+def _weights_with_bias(slot, w, b):
+    # (W | b) (F, CKK + 1) in the slot, for the forward products
+    F, CKK = w.shape[0], w.size // w.shape[0]
+    wb, _ = _weight_scratch(slot, CKK, F)
+    wb[:, :CKK] = w.reshape(F, CKK)
+    wb[:, CKK] = b
+    return wb
+
+
+@kernel
+def _transposed_weights(slot, w, need_dx):
+    # (term, wT): the slot's scratch for a product's (dW | db), and W transposed (CKK, F)
+    # when dx is wanted
+    F, CKK = w.shape[0], w.size // w.shape[0]
+    term, wT = _weight_scratch(slot, CKK, F)
+    if need_dx:
+        wT[:] = w.reshape(F, CKK).T
+    return term, wT
+
+
+@kernel
+def _zeroed_partial(work, g, CKK, F):
+    part = _partial(work, g, CKK, F)
+    part[:] = 0
+    return part
+
+
+@kernel
+def _chunk_gradients(dx, part, term, wT, colT, dyg2, flat, xp, first, pad_top, pad_left, K,
+                     stride, H_out, W_out, need_dx):
+    # A product's share of the gradients, from its images' dy, dyg2 (F, n P), and their
+    # columns colT (CKK + 1, n, P): its (dW | db) added to the group's partial, and, when
+    # need_dx, the images' dx[first:first + n] (colT is spent: it takes the dcolT).
+    CKK, n = wT.shape[0], colT.shape[1]
+    colT2 = colT.reshape(CKK + 1, n * H_out * W_out)
+    _add_dw_term(part, term, colT2, dyg2, flat)
+    if not need_dx:
+        return
+    matmul(colT2[:CKK], wT, dyg2)
+    for i in range(n):
+        dxi = dx[first + i]
+        if _needs_padding(dxi, xp, pad_top, pad_left):
+            _col2im(xp, colT, i, K, stride, H_out, W_out)
+            _unpad(dxi, xp, pad_top, pad_left)
+        else:
+            _col2im(dxi, colT, i, K, stride, H_out, W_out)
+
+
+@kernel
+def _add_dw_term(part, term, colT2, dyg2, flat):
+    # part (laid out as _partial) += (dW | db) of one product: dyg2 (F, cols) the images'
+    # dy, colT2 (CKK + 1, cols) their columns; term and flat are scratch
+    F, CKK1, cols = dyg2.shape[0], colT2.shape[0], dyg2.shape[1]
+    if _dw_transposed(F, CKK1 - 1):
+        dyT = flat[:cols * F].reshape(cols, F)
+        _transpose(dyT, dyg2)
+        matmul(term.reshape(CKK1, F), colT2, dyT)
+    else:
+        col = flat[:cols * CKK1].reshape(cols, CKK1)
+        _transpose(col, colT2)
+        matmul(term, dyg2, col)
+    _add(part.reshape(part.size), term.reshape(term.size))
+
+
+@kernel
+def _sum_partials(dw, db, work, f, G):
+    # Filter f's row of (dW | db): the G groups' partials added in group order
+    F, CKK = dw.shape[0], dw.size // dw.shape[0]
+    transposed = _dw_transposed(F, CKK)
+    dwf = dw[f].reshape(CKK)
+    for k in range(CKK + 1):
+        at = k * F + f if transposed else f * (CKK + 1) + k
+        total = work[at]
+        for g in range(1, G):
+            total += work[g * F * (CKK + 1) + at]
+        if k < CKK:
+            dwf[k] = total
+        else:
+            db[f] = total
 
 
 @kernel
