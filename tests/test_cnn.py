@@ -106,13 +106,20 @@ def test_fused_layers_give_the_bits_of_the_layers_one_by_one(monkeypatch, pool_s
     assert fused == ([0, 3] if pool_size == 2 else [])
     assert [i for i in range(n) if network._follows_relu(i)] == [2, 5]
     x, codes, weights = X.reshape(40, 1, 28, 28), y.astype(np.int64), np.ones(40, np.float32)
-    one_pass = network.loss_and_gradient(x.copy(), codes, weights), network.grad.copy()
+    gradient = assert_fusion_changes_no_bit(network, x, codes, weights, monkeypatch)
+    assert np.count_nonzero(gradient) > gradient.size // 2
+
+
+def assert_fusion_changes_no_bit(network, x, codes, weights, monkeypatch):
+    """Loss and gradient with the network's fused passes, then with every layer on its own:
+    the same bits. Returns the gradient."""
+    fused = network.loss_and_gradient(x.copy(), codes, weights), network.grad.copy()
     monkeypatch.setattr(Network, "_conv_relu_pool_at", lambda self, i: False)
     monkeypatch.setattr(Network, "_follows_relu", lambda self, i: False)
-    two_passes = network.loss_and_gradient(x.copy(), codes, weights), network.grad.copy()
-    assert one_pass[0] == two_passes[0]
-    np.testing.assert_array_equal(one_pass[1], two_passes[1])
-    assert np.count_nonzero(one_pass[1]) > one_pass[1].size // 2
+    separate = network.loss_and_gradient(x.copy(), codes, weights), network.grad.copy()
+    assert fused[0] == separate[0]
+    np.testing.assert_array_equal(fused[1], separate[1])
+    return fused[1]
 
 
 def test_the_fused_pool_and_relu_backward_keeps_the_network_input():
@@ -131,6 +138,7 @@ def test_the_fused_pool_and_relu_backward_keeps_the_network_input():
     np.testing.assert_array_equal(first[1], second[1])
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 def test_batch_buffers_are_private_memory_maps_of_their_own():
     # Each batch buffer is its own private map (see _network._mapped_empty): writable,
     # unshared with a forked child, and an empty one is a plain empty array.
@@ -157,6 +165,21 @@ def memory_of(array):
     while isinstance(array, np.ndarray):
         array = array.base
     return array.obj if isinstance(array, memoryview) else array
+
+
+def test_a_relu_output_that_is_read_again_keeps_its_values(monkeypatch):
+    # pool -> ReLU -> pool: the first pool's output, which the ReLU holds, is read by the
+    # first pool's backward pass, so the second pool's gradient must not be written there.
+    # (A 3x3 first pool: a 2x2 one would run fused with its convolution, reading no y.)
+    layers = [Conv2D(3, 3), Activation("relu"), MaxPool2D(3), Activation("relu"),
+              MaxPool2D(2), Flatten(), Dense(3)]
+    network = Network(layers, (1, 14, 14), "softmax")
+    network.initialize(np.random.RandomState(0))
+    x = np.random.default_rng(5).standard_normal((6, 1, 14, 14)).astype(np.float32)
+    codes, weights = np.arange(6) % 3, np.ones(6, np.float32)
+    assert network._follows_relu(2) and network._output_unread(0)
+    assert network._follows_relu(4) and not network._output_unread(2)
+    assert_fusion_changes_no_bit(network, x, codes, weights, monkeypatch)
 
 
 def test_prediction_buffers_stay_within_their_budget():

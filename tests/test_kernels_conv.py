@@ -171,6 +171,22 @@ def test_conv2d_same_bits_on_1_and_2_threads(case):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("case", THREAD_CASES)
+def test_conv2d_same_bits_whatever_the_work_was_made_for(case):
+    # Work made for 1 thread (one slot) or 16 (a slot per group), or for a larger batch:
+    # the groups, and so the bits, stay the same.
+    x, w, b, dy, work, geometry = make(case, np.float32)
+    B, C, H, W, F, K, stride, _ = case
+    H_out, W_out = dy.shape[2:]
+    results = []
+    for batch, n_threads in ((B, 1), (B, 16), (2 * B + 3, 2)):
+        shape = conv.conv2d_workspace_shape(batch, C, F, K, stride, H_out, W_out, n_threads)
+        results.append(run_both(x, w, b, dy, np.empty(shape, np.float32), geometry))
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_conv2d_propagates_nan():
     x, w, b, dy, work, geometry = make(CASES[7], np.float64)
     x[1, 0, 2, 3] = np.nan

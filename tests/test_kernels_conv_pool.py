@@ -79,6 +79,27 @@ def test_one_pass_gives_the_bits_of_the_three_kernels(case, dtype):
         assert (codes == conv_pool.NO_GRADIENT).any() and (codes < 4).any()
 
 
+@pytest.mark.parametrize("case", [CASES[3], CASES[4]])
+def test_one_pass_on_buffers_made_for_more_images(case):
+    # A smaller batch than the work and codes were made for (the last batch of an epoch):
+    # the leading rows of the codes, and the bits of the three kernels.
+    x, w, b, _, geometry, sizes, pooled = make(case, np.float32)
+    B, C, _, _, F, K, stride, _ = case
+    work = np.empty(conv.conv2d_workspace_shape(2 * B + 3, C, F, K, stride, *sizes),
+                    np.float32)
+    codes = np.full((2 * B + 3, *pooled[1:]), 99, np.float32)
+    dy = np.random.default_rng(5).standard_normal(pooled).astype(np.float32)
+    y = np.empty(pooled, np.float32)
+    conv_pool.conv2d_relu_pool_forward(y, codes[:B], work, x, w, b, *geometry, *sizes, True)
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    conv_pool.conv2d_relu_pool_backward(dx, dw, db, work, x, dy, codes[:B], w, *geometry,
+                                        *sizes, True)
+    want = three_kernels(x, w, b, dy, work, geometry, sizes)
+    for got, expected in zip((y, dx, dw, db), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(codes[B:], 99)
+
+
 @pytest.mark.parametrize("case", CASES[1:4])
 def test_one_pass_matches_the_reference(case):
     x, w, b, work, geometry, sizes, pooled = make(case, np.float64)

@@ -10,9 +10,11 @@ from fastmnist._kernels import activation as act
 from fastmnist._kernels import pool
 
 # (B, C, H, W, pool, stride): prime sizes, 1x1 outputs, overlapping windows (stride 1),
-# windows that leave rows and columns unread (7x5 with stride 2), pool 1.
+# windows that leave rows and columns unread (7x5 with stride 2; gaps between windows with
+# stride 3 > pool 2), pool 1.
 CASES = [
     (1, 1, 2, 2, 2, 2),
+    (2, 2, 8, 7, 2, 3),
     (2, 3, 7, 5, 2, 2),
     (2, 3, 7, 5, 3, 1),
     (1, 3, 7, 5, 3, 3),
@@ -160,8 +162,9 @@ def test_pool_backward_through_relu_equals_the_two_passes(case, dtype):
 @pytest.mark.parametrize("relu_gate", [False, True])
 @pytest.mark.parametrize("case", [c for c in CASES if c[5] >= c[4]])
 def test_maxpool_backward_in_place_over_x(case, relu_gate):
-    # Windows that do not overlap (stride >= pool; 7x5 and 6x6 leave rows and columns in
-    # no window): dx may be x itself, with the same bits as a separate dx.
+    # Windows that do not overlap (stride >= pool; 7x5 leaves rows and columns in no
+    # window, stride 3 > pool 2 gaps between windows): dx may be x itself, with the same
+    # bits as a separate dx.
     B, C, H, W, size, stride = case
     rng = np.random.default_rng(3)
     x = np.maximum(rng.integers(-3, 4, (B, C, H, W)), 0).astype(np.float32)  # ties and 0s

@@ -319,10 +319,10 @@ class MaxPool2D(Layer):
     def backward_through_relu(self, ws, dy, overwrite_x=False):
         """This layer's backward pass, then that of the ReLU just before it, in one kernel.
 
-        With ``overwrite_x``, and windows that do not overlap, the gradient is written over
-        the ReLU's output (this layer's input), which no backward pass reads after this
-        one: the layer's own dx buffer is then never touched and takes no memory
-        (cnn-keras, batch 128: 14 MB).
+        With ``overwrite_x`` (the caller knows no backward pass reads the ReLU's output
+        after this one), and windows that do not overlap, the gradient is written over the
+        ReLU's output (this layer's input): the layer's own dx buffer is then never touched
+        and takes no memory (cnn-keras, batch 128: 14 MB).
         """
         in_place = overwrite_x and self.step >= self.pool
         dx = self.x if in_place else ws["dx"][: len(dy)]

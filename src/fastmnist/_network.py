@@ -16,7 +16,7 @@ import mmap
 import numpy as np
 
 from ._kernels import loss as loss_kernels
-from ._layers import Activation, Conv2D, Layer, MaxPool2D
+from ._layers import Activation, BatchNorm2D, ChannelsFirst, Conv2D, Layer, MaxPool2D
 
 _LOSSES = {
     "softmax": loss_kernels.softmax_cross_entropy,
@@ -60,7 +60,8 @@ class Network:
         self._bind_layers()
         self._capacity = 0
         # Bytes of batch buffers per row, for how many rows a memory budget allows; taken
-        # at 64 rows, where the convolutions' per-group scratch is shared out as in use.
+        # at 64 rows, where the convolutions' scratch is shared out as in use. An upper
+        # bound: it counts buffers a path may leave untouched (a fused convolution's y).
         # (np.empty does not touch the pages: this costs no memory.)
         self.bytes_per_row = sum(buffer.nbytes for layer in layers
                                  for buffer in layer.allocate(64, self.dtype).values()) // 64
@@ -168,10 +169,8 @@ class Network:
                                                               need_dx=i > 2)
                 i -= 3
             elif self._follows_relu(i):  # one pass for the pool and the ReLU before it
-                # The ReLU's output may take the gradient, unless the ReLU worked in place
-                # on the network's input (i == 1): L-BFGS passes the same batch again.
                 delta = layer.backward_through_relu(self._workspaces[i], delta,
-                                                    overwrite_x=i > 1)
+                                                    overwrite_x=self._output_unread(i - 2))
                 i -= 2
             else:
                 delta = layer.backward(self._workspaces[i], delta, need_dx=i > 0)
@@ -192,6 +191,13 @@ class Network:
         # Whether layers[i] is a convolution and layers[i + 1] an activation
         return (i + 1 < len(self.layers) and isinstance(self.layers[i], Conv2D)
                 and isinstance(self.layers[i + 1], Activation))
+
+    def _output_unread(self, i: int) -> bool:
+        # Whether no backward pass reads layers[i]'s output (which a ReLU after it holds in
+        # place), so that the pool after that ReLU may write its gradient over it. Not the
+        # network's input (L-BFGS passes the same batch again), nor the output of a layer
+        # whose backward pass reads it (a pool, an activation) or passes its input on.
+        return i >= 0 and isinstance(self.layers[i], (Conv2D, BatchNorm2D, ChannelsFirst))
 
     def _follows_relu(self, i: int) -> bool:
         # Whether layers[i] is max pooling right after a ReLU
@@ -223,7 +229,7 @@ def _mapped_empty(shape, dtype) -> np.ndarray:
     10 MB more peak RSS from the second fit in a process on). Pages not written cost nothing.
     """
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if nbytes == 0:
+    if nbytes == 0 or not hasattr(mmap, "MAP_PRIVATE"):  # (Windows has no MAP_PRIVATE)
         return np.empty(shape, dtype)
     # Private: a forked child (joblib) writing its copy leaves the parent's alone.
     return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype).reshape(shape)

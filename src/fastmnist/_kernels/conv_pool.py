@@ -21,6 +21,7 @@ from numba import prange
 from ._jit import inlined_kernel, parallel_kernel
 from .activation import RELU, activate_row
 from .conv import (
+    _backward_scratch,
     _chunk_gradients,
     _chunks,
     _columns,
@@ -28,9 +29,9 @@ from .conv import (
     _sizes,
     _slot,
     _sum_partials,
-    _transposed_weights,
     _weights_with_bias,
     _zeroed_partial,
+    conv2d_workspace_shape,
 )
 from .gemm import matmul
 from .pool import _first_max_2x2, _maxpool_plane
@@ -88,7 +89,7 @@ def conv2d_relu_pool_backward(dx, dw, db, work, x, dy, codes, w, stride, pad_top
     B, C, F, K, CKK, P, G, T, S = _sizes(work, x, w, stride, H_out, W_out)
     for t in prange(T):
         slot = _slot(work, t, G, S, CKK, F)
-        term, wT = _transposed_weights(slot, w, need_dx)
+        term, wT = _backward_scratch(slot, w, need_dx)
         for g in range(t, G, T):
             part = _zeroed_partial(work, g, CKK, F)
             for first, n in _chunks(g, G, B, P):
@@ -121,8 +122,6 @@ def _unpool(dx, dy, codes):
 
 
 def _warmup(dtype) -> None:
-    from .conv import conv2d_workspace_shape
-
     x, w, b = np.ones((2, 1, 5, 5), dtype), np.ones((2, 1, 2, 2), dtype), np.ones(2, dtype)
     y, codes = np.empty((2, 2, 2, 2), dtype), np.empty((2, 2, 2, 2), dtype)
     work = np.empty(conv2d_workspace_shape(2, 1, 2, 2, 1, 4, 4), dtype)
