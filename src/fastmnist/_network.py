@@ -180,7 +180,7 @@ class Network:
     def _conv_relu_pool_at(self, i: int) -> bool:
         # Whether layers[i:i + 3] are a convolution, a ReLU and a 2x2 max pool of stride 2,
         # which kernels.conv_pool runs as one: the convolution's output is never in memory
-        # (cnn-keras, batch 128: 15 MB; a step 0.4 ms shorter).
+        # (cnn-keras, batch 128: 15 MB; a warm 1-epoch fit 4.4 -> 4.0 s).
         layers = self.layers
         return (0 <= i and i + 2 < len(layers) and isinstance(layers[i], Conv2D)
                 and isinstance(layers[i + 1], Activation) and layers[i + 1].name == "relu"

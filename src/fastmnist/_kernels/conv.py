@@ -15,9 +15,9 @@ product adds the bias and sums db too):
 
 The images are split into fixed groups; each prange task has a slot of the scratch and runs
 every T-th group (T slots), its products one after another in gemm.matmul (Numba); BLAS is
-not used. Measured at the benchmark
-model's shapes (batch 128, float32, 2 threads; conv1 1->32 3x3 on 28x28 without dx, conv2
-32->64 3x3 on 13x13 with dx), forward + backward, medians:
+not used. Measured at the benchmark model's shapes (batch 128, float32, 2 threads; conv1
+1->32 3x3 on 28x28 without dx, conv2 32->64 3x3 on 13x13 with dx), forward + backward,
+medians, before the scratch was per thread (since then, see docs/architecture.md):
 
 - this design: conv1 0.36 + 0.72 ms, conv2 1.9 + 4.4 ms;
 - the same with matmul's older row updates and (dW | db) in BLAS: conv2 2.7 + 6.5 ms;
