@@ -108,7 +108,7 @@ def test_the_package_loads_its_public_names_on_first_use(fresh_python):
             "      MLPClassifier.__module__, load_mnist.__module__,\n"
             "      'CNNClassifier' in dir(fastmnist), fastmnist.__version__)")
     assert fresh_python(code).split() == ["False", "True", "True", "fastmnist._mlp",
-                                   "fastmnist.datasets._mnist", "True", "0.1.0"]
+                                          "fastmnist.datasets._mnist", "True", "0.1.0"]
     import fastmnist
 
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):

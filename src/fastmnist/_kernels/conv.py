@@ -75,7 +75,7 @@ def conv2d_workspace_shape(batch: int, channels: int, filters: int, K: int, stri
     slots = min(groups, threads or numba.config.NUMBA_NUM_THREADS)
     slot = _slot_length(_chunk(batch, groups, H_out * W_out), channels, filters, K, stride,
                         H_out, W_out)
-    return (groups * _partial_length(channels, filters, K) + slots * slot,)
+    return (groups * _partial_length(channels * K * K, filters) + slots * slot,)
 
 
 # The layout of ``work``: the groups' partial (dW | db) one after another, then one slot of
@@ -100,8 +100,9 @@ def _chunk(B, G, P):
 
 
 @kernel
-def _partial_length(C, F, K):
-    return F * (C * K * K + 1)
+def _partial_length(CKK, F):
+    # A group's partial (dW | db): F * (CKK + 1) values, the groups' one after another
+    return F * (CKK + 1)
 
 
 @kernel
@@ -120,7 +121,7 @@ def _layout(work, B, C, F, K, stride, H_out, W_out):
     # kernel that calls numba.get_num_threads cannot be cached.)
     G = _n_groups(B)
     S = _slot_length(_chunk(B, G, H_out * W_out), C, F, K, stride, H_out, W_out)
-    T = min(G, (work.size - G * _partial_length(C, F, K)) // S)
+    T = min(G, (work.size - G * _partial_length(C * K * K, F)) // S)
     if T < 1:
         raise ValueError("work is smaller than conv2d_workspace_shape")
     return G, T, S
@@ -138,14 +139,14 @@ def _sizes(work, x, w, stride, H_out, W_out):
 def _partial(work, g, CKK, F):
     # Group g's partial (dW | db) (F, CKK + 1), where conv2d_backward adds up its products
     # (laid out transposed, (CKK + 1, F), when _dw_transposed)
-    n = F * (CKK + 1)
+    n = _partial_length(CKK, F)
     return work[g * n:(g + 1) * n].reshape(F, CKK + 1)
 
 
 @kernel
 def _slot(work, t, G, S, CKK, F):
     # Thread slot t of the work
-    start = G * F * (CKK + 1) + t * S
+    start = G * _partial_length(CKK, F) + t * S
     return work[start:start + S]
 
 
@@ -329,12 +330,12 @@ def _sum_partials(dw, db, work, f, G):
     # Filter f's row of (dW | db): the G groups' partials added in group order
     F, CKK = dw.shape[0], dw.size // dw.shape[0]
     transposed = _dw_transposed(F, CKK)
-    dwf = dw[f].reshape(CKK)
+    dwf, n = dw[f].reshape(CKK), _partial_length(CKK, F)
     for k in range(CKK + 1):
         at = k * F + f if transposed else f * (CKK + 1) + k
         total = work[at]
         for g in range(1, G):
-            total += work[g * F * (CKK + 1) + at]
+            total += work[g * n + at]
         if k < CKK:
             dwf[k] = total
         else:
