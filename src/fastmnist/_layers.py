@@ -240,8 +240,11 @@ class Conv2D(Layer):
     def allocate(self, batch_size, dtype, empty=np.empty):
         C, K = self.input_shape[0], self.kernel_size
         _, H_out, W_out = self.output_shape
-        work = conv_kernels.conv2d_workspace_shape(batch_size, C, self.filters, K,
-                                                   self.stride, H_out, W_out)
+        # The fused kernels compute only the pixels a window covers, so their products may
+        # take more images at once: work enough for either.
+        sizes = (batch_size, C, self.filters, K, self.stride, H_out, W_out)
+        work = max(conv_kernels.conv2d_workspace_shape(*sizes),
+                   conv_pool_kernels.conv2d_relu_pool_workspace_shape(*sizes))
         pooled = (batch_size, self.filters, H_out // 2, W_out // 2)
         # "codes" serve forward_relu_pool alone: untouched, a buffer takes no memory.
         return {**super().allocate(batch_size, dtype, empty), "work": empty(work, dtype),

@@ -182,12 +182,16 @@ def _image_scratch(slot, images, C, F, K, stride, H_out, W_out):
 
 
 @kernel
-def _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out):
-    # Images x[first:first + n] -> colT (CKK + 1, n, P): im2col of each, then the ones
+def _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out, pooled):
+    # Images x[first:first + n] -> colT (CKK + 1, n, P): im2col of each (in pool order when
+    # pooled, for an even H' and W'), then the ones
     colT[colT.shape[0] - 1] = 1
     for i in range(n):
-        _im2col(colT, i, _padded(xp, x[first + i], pad_top, pad_left), K, stride, H_out,
-                W_out)
+        xi = _padded(xp, x[first + i], pad_top, pad_left)
+        if pooled:
+            _im2col_pooled(colT, i, xi, K, stride, H_out // 2, W_out // 2)
+        else:
+            _im2col(colT, i, xi, K, stride, H_out, W_out)
 
 
 # The products run in gemm.matmul (Numba, ~2x OpenBLAS's AVX2 kernels at these shapes):
@@ -216,7 +220,8 @@ def conv2d_forward(y, work, x, w, b, stride, pad_top, pad_left, activation=IDENT
         for g in range(t, G, T):
             for first, n in _chunks(g, G, B, P):
                 colT, out, _, xp = _image_scratch(slot, n, C, F, K, stride, H_out, W_out)
-                _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
+                _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out,
+                         False)
                 # One image's product goes straight into y; several are moved there after.
                 product = y[first].reshape(F, P) if n == 1 else out.reshape(F, n * P)
                 matmul(product, wb, colT.reshape(CKK + 1, n * P))
@@ -245,7 +250,8 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
             part = _zeroed_partial(work, g, CKK, F)
             for first, n in _chunks(g, G, B, P):
                 colT, dyg, flat, xp = _image_scratch(slot, n, C, F, K, stride, H_out, W_out)
-                _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out)
+                _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out,
+                         False)
                 # One image's dy is used where it is; several are gathered side by side.
                 dyg2 = dy[first].reshape(F, P) if n == 1 else dyg.reshape(F, n * P)
                 if n > 1:
@@ -254,7 +260,7 @@ def conv2d_backward(dx, dw, db, work, x, dy, w, stride, pad_top, pad_left, need_
                         for f in range(F):
                             dyg[f, i] = dyi[f]
                 _chunk_gradients(dx, part, term, wT, colT, dyg2, flat, xp, first, pad_top,
-                                 pad_left, K, stride, H_out, W_out, need_dx)
+                                 pad_left, K, stride, H_out, W_out, need_dx, False)
     # (dW | db) = the partial ones added in group order; each thread owns whole filters.
     for f in prange(F):
         _sum_partials(dw, db, work, f, G)
@@ -290,10 +296,11 @@ def _zeroed_partial(work, g, CKK, F):
 
 @kernel
 def _chunk_gradients(dx, part, term, wT, colT, dyg2, flat, xp, first, pad_top, pad_left, K,
-                     stride, H_out, W_out, need_dx):
+                     stride, H_out, W_out, need_dx, pooled):
     # A product's share of the gradients, from its images' dy, dyg2 (F, n P), and their
-    # columns colT (CKK + 1, n, P): its (dW | db) added to the group's partial, and, when
-    # need_dx, the images' dx[first:first + n] (colT is spent: it takes the dcolT).
+    # columns colT (CKK + 1, n, P), in pool order when pooled: its (dW | db) added to the
+    # group's partial, and, when need_dx, the images' dx[first:first + n] (colT is spent:
+    # it takes the dcolT).
     CKK, n = wT.shape[0], colT.shape[1]
     colT2 = colT.reshape(CKK + 1, n * H_out * W_out)
     _add_dw_term(part, term, colT2, dyg2, flat)
@@ -302,11 +309,14 @@ def _chunk_gradients(dx, part, term, wT, colT, dyg2, flat, xp, first, pad_top, p
     matmul(colT2[:CKK], wT, dyg2)
     for i in range(n):
         dxi = dx[first + i]
-        if _needs_padding(dxi, xp, pad_top, pad_left):
-            _col2im(xp, colT, i, K, stride, H_out, W_out)
-            _unpad(dxi, xp, pad_top, pad_left)
+        padded = _needs_padding(dxi, xp, pad_top, pad_left)
+        dxp = xp if padded else dxi
+        if pooled:
+            _col2im_pooled(dxp, colT, i, K, stride, H_out // 2, W_out // 2)
         else:
-            _col2im(dxi, colT, i, K, stride, H_out, W_out)
+            _col2im(dxp, colT, i, K, stride, H_out, W_out)
+        if padded:
+            _unpad(dxi, xp, pad_top, pad_left)
 
 
 @kernel
@@ -456,6 +466,61 @@ def _col2im_loops(dxp, colT, i, K, stride, H_out, W_out):
                 for oy in range(H_out):
                     for ox in range(W_out):
                         dxp[c, oy * stride + ky, ox * stride + kx] += row[oy * W_out + ox]
+
+
+# Pool order (kernels.conv_pool): of a 2x2 max pool's input, with stride 2, only the pixels
+# in a window, by their place in it (top left, top right, bottom left, bottom right), each
+# place a (H' // 2, W' // 2) plane. A window's four values then sit at the same index of
+# four contiguous runs, so that pooling and unpooling run in vector loops; a last row or
+# column that no window covers (odd H' or W') is not computed at all.
+
+
+@kernel
+def _pool_order(Hp, Wp, stride, W_plane):
+    # The offset in a plane W_plane wide of each pixel in pool order, for the tap (0, 0):
+    # a product's column j reads the plane at _pool_order(...)[j] + ky * W_plane + kx
+    Q = Hp * Wp
+    at = np.empty(4 * Q, np.int64)
+    for place in range(4):
+        sy, sx = place // 2, place % 2
+        for py in range(Hp):
+            for px in range(Wp):
+                at[place * Q + py * Wp + px] = ((2 * py + sy) * W_plane + 2 * px + sx) * stride
+    return at
+
+
+@kernel
+def _im2col_pooled(colT, i, xp, K, stride, Hp, Wp):
+    # xp (C, >= H_pad, >= W_pad) -> colT[:C*K*K, i] (C*K*K, 4 Hp Wp), in pool order: one
+    # loop of 4 Hp Wp for each row, through a table of offsets (nested loops over runs of
+    # Wp, 5 for cnn-keras's second layer, took 3.5x as long; copying the runs that an
+    # earlier place had read already, 1.7x)
+    C, H, W = xp.shape
+    at = _pool_order(Hp, Wp, stride, W)
+    for c in range(C):
+        plane = xp[c].reshape(H * W)
+        for ky in range(K):
+            for kx in range(K):
+                row, tap = colT[(c * K + ky) * K + kx, i], ky * W + kx
+                for j in range(at.size):
+                    row[j] = plane[tap + at[j]]
+
+
+@kernel
+def _col2im_pooled(dxp, colT, i, K, stride, Hp, Wp):
+    # colT[:C*K*K, i] in pool order -> dxp (C, >= H_pad, >= W_pad): the adjoint of
+    # _im2col_pooled. A row's offsets are distinct, so its sums come in the order of
+    # _col2im's.
+    C, H, W = dxp.shape
+    dxp[:] = 0
+    at = _pool_order(Hp, Wp, stride, W)
+    for c in range(C):
+        plane = dxp[c].reshape(H * W)
+        for ky in range(K):
+            for kx in range(K):
+                row, tap = colT[(c * K + ky) * K + kx, i], ky * W + kx
+                for j in range(at.size):
+                    plane[tap + at[j]] += row[j]
 
 
 def _warmup(dtype) -> None:
