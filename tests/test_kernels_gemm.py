@@ -61,6 +61,21 @@ def test_tiles_round_like_the_row_updates(M, K, N):
     np.testing.assert_array_equal(tiled, rows)
 
 
+def test_one_row_tiles_skip_zero_factors_and_keep_the_bits():
+    # Rows left to the one-row tiles (N a multiple of 128) skip the steps of k whose factor
+    # of A is 0, as most of an image's pixels are: the bits of the row updates all the same.
+    rng = np.random.default_rng(7)
+    A = rng.random((3, 784)).astype(np.float32)
+    A[A < 0.8] = 0  # about the share of an MNIST image's pixels that are 0
+    A[2] = 0  # a row of zeros only
+    B = rng.standard_normal((784, 256)).astype(np.float32)
+    tiled, rows = np.empty((3, 256), np.float32), np.empty((3, 256), np.float32)
+    matmul(tiled, A, B)
+    _matmul_rows(rows, A, B, 0)
+    np.testing.assert_array_equal(tiled, rows)
+    assert not np.signbit(tiled[2]).any() and not tiled[2].any()
+
+
 @pytest.mark.parametrize("K", [6, 40])
 def test_matmul_propagates_nan_to_its_row_and_column_only(K):
     A, B = np.ones((9, K), np.float32), np.ones((K, 35), np.float32)
