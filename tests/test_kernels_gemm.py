@@ -1,11 +1,15 @@
 """gemm.matmul against NumPy: its 8 x 32 register tiles and their padded last columns, every
-remainder of the 8 x 4 row updates, NaN, fused rounding."""
+remainder of the 8 x 4 row updates, NaN, fused rounding; gemm.matmul_nt's dot products, in
+its tiles and alone."""
 
 import numpy as np
 import pytest
 
 from fastmnist._kernels._jit import kernel
 from fastmnist._kernels.gemm import (
+    LANES,
+    NT_COLS,
+    NT_ROWS,
     ROW_TILE_COLS,
     TILE_COLS,
     TILE_MIN_K,
@@ -13,6 +17,7 @@ from fastmnist._kernels.gemm import (
     _matmul_rows,
     fma,
     matmul,
+    matmul_nt,
 )
 
 # Short k (below TILE_MIN_K): M around multiples of 8 and K around multiples of 4 reach
@@ -87,6 +92,55 @@ def test_matmul_propagates_nan_to_its_row_and_column_only(K):
     finite = np.ones(35, bool)
     finite[[2, 33]] = False
     assert np.all(C[:8][:, finite] == K)
+
+
+# matmul_nt: M and N around multiples of its 8 x 2 tile (pairs left to single dot
+# products), K around multiples of its 16 lanes (a tail only, none, both); conv1's shape.
+NT_SHAPES = [(1, 1, 1), (8, 2, 16), (9, 3, 17), (7, 5, 15), (16, 4, 48), (17, 11, 100),
+             (8, 3, 33), (9, 4, 31), (32, 10, 676)]
+
+
+@pytest.mark.parametrize("M, N, K", NT_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_nt_matches_numpy(M, N, K, dtype):
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    A, B = rng.standard_normal((M, K)), rng.standard_normal((N, K))
+    C = np.full((M, N), np.nan, dtype)
+    matmul_nt(C, A.astype(dtype), B.astype(dtype))
+    tol = 1e-12 if dtype == np.float64 else 2e-6 * np.sqrt(K)
+    np.testing.assert_allclose(C, A.astype(dtype).astype(np.float64) @ B.astype(dtype).T,
+                               rtol=tol, atol=tol)
+
+
+def test_the_nt_shapes_reach_every_path():
+    assert {(M % NT_ROWS == 0, N % NT_COLS == 0) for M, N, _ in NT_SHAPES} == {
+        (True, True), (True, False), (False, True), (False, False)}
+    assert {K % LANES == 0 for _, _, K in NT_SHAPES} == {True, False}
+    assert any(K < LANES for _, _, K in NT_SHAPES) and any(K > LANES for _, _, K in NT_SHAPES)
+
+
+@pytest.mark.parametrize("M, N, K", [(17, 11, 100), (32, 10, 676)])
+def test_matmul_nt_tiles_give_the_bits_of_one_dot_product(M, N, K):
+    # Every C[m, n] is the same sum, in its tile or alone (a 1 x 1 product goes to _dot).
+    rng = np.random.default_rng(K)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K)).astype(np.float32)
+    C, one = np.empty((M, N), np.float32), np.empty((1, 1), np.float32)
+    matmul_nt(C, A, B)
+    for m in range(M):
+        for n in range(N):
+            matmul_nt(one, A[m:m + 1], B[n:n + 1])
+            assert one[0, 0] == C[m, n], (m, n)
+
+
+def test_matmul_nt_propagates_nan_to_its_row_and_column_only():
+    A, B = np.ones((9, 40), np.float32), np.ones((3, 40), np.float32)
+    A[8, 39], B[1, 0] = np.nan, np.nan  # a row left to single dot products; a tile column
+    C = np.empty((9, 3), np.float32)
+    matmul_nt(C, A, B)
+    assert np.isnan(C[8]).all() and np.isnan(C[:, 1]).all()
+    assert np.count_nonzero(np.isnan(C)) == 3 + 9 - 1
+    np.testing.assert_array_equal(C[:8][:, [0, 2]], 40)
 
 
 @kernel

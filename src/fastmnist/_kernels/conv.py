@@ -36,7 +36,7 @@ from numba import prange
 
 from ._jit import kernel, parallel_kernel
 from .activation import IDENTITY, RELU, activate_row
-from .gemm import matmul
+from .gemm import matmul, matmul_nt
 
 # The batch is split into at most this many groups of consecutive images, each with its own
 # partial (dW | db). The split depends on the batch size only, never on the thread count,
@@ -111,7 +111,7 @@ def _slot_length(images, C, F, K, stride, H_out, W_out):
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
     return (F * CKK1 + (CKK1 - 1) * F + CKK1 * images * P + F * images * P
-            + min(F, CKK1) * images * P + C * H_pad * W_pad)
+            + _dy_transposed_rows(F, CKK1) * images * P + C * H_pad * W_pad)
 
 
 @kernel
@@ -166,15 +166,15 @@ def _image_scratch(slot, images, C, F, K, stride, H_out, W_out):
     # - colT (CKK + 1, images, P): the images' im2col side by side, so that one product
     #   covers them all, with a last row of ones for the bias;
     # - out (F, images, P): the product, or the images' dy gathered;
-    # - flat (images * P * min(F, CKK + 1),): the smaller of dy and colT[:CKK + 1]
-    #   transposed, for (dW | db);
+    # - flat (images * P * F,): dy transposed, for (dW | db).T, or nothing where that is
+    #   computed as it is (_dw_transposed);
     # - xp (C, H_pad, W_pad): the zero-padded image.
     CKK1, P = C * K * K + 1, H_out * W_out
     H_pad, W_pad = (H_out - 1) * stride + K, (W_out - 1) * stride + K
     start = F * CKK1 + (CKK1 - 1) * F
     end_colT = start + CKK1 * images * P
     end_out = end_colT + F * images * P
-    end_flat = end_out + min(F, CKK1) * images * P
+    end_flat = end_out + _dy_transposed_rows(F, CKK1) * images * P
     return (slot[start:end_colT].reshape(CKK1, images, P),
             slot[end_colT:end_out].reshape(F, images, P),
             slot[end_out:end_flat],
@@ -194,11 +194,13 @@ def _columns(colT, xp, x, first, n, pad_top, pad_left, K, stride, H_out, W_out, 
             _im2col(colT, i, xi, K, stride, H_out, W_out)
 
 
-# The products run in gemm.matmul (Numba, ~2x OpenBLAS's AVX2 kernels at these shapes):
+# The products run in gemm (Numba, ~2x OpenBLAS's AVX2 kernels at these shapes):
 # Y = (W | b) @ colT, dcolT = W.T @ dy and (dW | db) = dy @ colT.T. matmul wants its right
-# factor row by row, so the last one copies the smaller of dy (F x pixels) and colT
-# ((CKK + 1) x pixels) transposed: conv2 (F 64, CKK + 1 289) computes (dW | db).T =
-# colT @ dy.T, conv1 (32 and 10) dy @ colT.T.
+# factor row by row: where F <= CKK + 1 (conv2: F 64, CKK + 1 289) the last product is
+# (dW | db).T = colT @ dy.T, from a transposed copy of dy; where F is the larger (conv1: 32
+# and 10) it is matmul_nt's dot products of rows of dy and colT (0.92 -> 0.60 ms for
+# conv1's backward pass at batch 128, against matmul with a copy of colT transposed, whose
+# 10 columns a tile pads to 32).
 # A product covers whole images, at least _COLUMNS columns (conv2: 4 images of 121 pixels,
 # conv1: one of 676): wide enough for the vector loops, small enough that colT stays in the
 # L2 cache between im2col and the product (a group's 8 images at once: 20% slower).
@@ -329,9 +331,7 @@ def _add_dw_term(part, term, colT2, dyg2, flat):
         _transpose(dyT, dyg2)
         matmul(term.reshape(CKK1, F), colT2, dyT)
     else:
-        col = flat[:cols * CKK1].reshape(cols, CKK1)
-        _transpose(col, colT2)
-        matmul(term, dyg2, col)
+        matmul_nt(term, dyg2, colT2)
     _add(part.reshape(part.size), term.reshape(term.size))
 
 
@@ -365,6 +365,12 @@ def _chunks(g, G, B, P):
 def _dw_transposed(F, CKK):
     # Whether (dW | db) is computed transposed, as colT @ dy.T (see the products above)
     return F <= CKK + 1
+
+
+@kernel
+def _dy_transposed_rows(F, CKK1):
+    # Rows of the slot's ``flat``, in pixels: F where dy is transposed for (dW | db), else 0
+    return F if _dw_transposed(F, CKK1 - 1) else 0
 
 
 @kernel

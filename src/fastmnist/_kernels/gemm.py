@@ -231,6 +231,85 @@ def _update_8x4(C, A, B, i, k):
         C7[j] = fma(a73, b3, fma(a72, b2, fma(a71, b1, fma(a70, b0, C7[j]))))
 
 
+# C = A @ B.T for factors laid out along k, as a convolution's dy (F x pixels) and columns
+# ((CKK + 1) x pixels) are for its (dW | db): no transposed copy of either, as matmul would
+# need, nor the padding of a narrow C (conv1's 10 columns) to a whole tile. Each C[m, n] is
+# a dot product over k in LANES partial sums, lane l taking k = l, l + LANES, ... in order
+# (the last K % LANES steps in lanes 0, 1, ...), then the lanes added in order: the same
+# bits in a tile or alone. A tile holds NT_ROWS x NT_COLS dot products in vector registers.
+NT_ROWS, NT_COLS, LANES = 8, 2, 16
+
+
+@kernel
+def matmul_nt(C, A, B):
+    # A (M, K), B (N, K) -> C (M, N) = A @ B.T
+    M, N = C.shape
+    M_tiled, N_tiled = M - M % NT_ROWS, N - N % NT_COLS
+    for m in range(0, M_tiled, NT_ROWS):
+        for n in range(0, N_tiled, NT_COLS):
+            _nt_tile(C, A, B, m, n)
+    for m in range(M):
+        for n in range(N_tiled if m < M_tiled else 0, N):
+            C[m, n] = _dot(A[m], B[n])
+
+
+@inlined_kernel
+def _nt_tile(C, A, B, m, n):
+    # C[m:m+8, n:n+2] = A[m:m+8] @ B[n:n+2].T
+    acc = carray(_stack_tile(A.dtype), (NT_ROWS * NT_COLS, LANES))
+    acc[:] = 0
+    a0, a1, a2, a3 = A[m], A[m + 1], A[m + 2], A[m + 3]
+    a4, a5, a6, a7 = A[m + 4], A[m + 5], A[m + 6], A[m + 7]
+    b0, b1 = B[n], B[n + 1]
+    K = A.shape[1]
+    full = K - K % LANES
+    for k0 in range(0, full, LANES):
+        _nt_step(acc, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, k0, LANES)
+    _nt_step(acc, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, full, K - full)
+    for p in range(NT_ROWS * NT_COLS):
+        C[m + p // NT_COLS, n + p % NT_COLS] = _lanes_total(acc[p])
+
+
+@inlined_kernel
+def _nt_step(acc, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, k0, width):
+    # lanes [0, width) of the 16 dot products += the factors at k0 + lane
+    for lane in range(width):
+        k = k0 + lane
+        x, y = b0[k], b1[k]
+        acc[0, lane], acc[1, lane] = fma(a0[k], x, acc[0, lane]), fma(a0[k], y, acc[1, lane])
+        acc[2, lane], acc[3, lane] = fma(a1[k], x, acc[2, lane]), fma(a1[k], y, acc[3, lane])
+        acc[4, lane], acc[5, lane] = fma(a2[k], x, acc[4, lane]), fma(a2[k], y, acc[5, lane])
+        acc[6, lane], acc[7, lane] = fma(a3[k], x, acc[6, lane]), fma(a3[k], y, acc[7, lane])
+        acc[8, lane], acc[9, lane] = fma(a4[k], x, acc[8, lane]), fma(a4[k], y, acc[9, lane])
+        acc[10, lane], acc[11, lane] = fma(a5[k], x, acc[10, lane]), fma(a5[k], y, acc[11, lane])
+        acc[12, lane], acc[13, lane] = fma(a6[k], x, acc[12, lane]), fma(a6[k], y, acc[13, lane])
+        acc[14, lane], acc[15, lane] = fma(a7[k], x, acc[14, lane]), fma(a7[k], y, acc[15, lane])
+
+
+@inlined_kernel
+def _dot(a, b):
+    # a (K,) . b (K,), summed as a tile sums each of its dot products
+    acc = carray(_stack_tile(a.dtype), (LANES,))
+    for lane in range(LANES):
+        acc[lane] = 0
+    full = a.size - a.size % LANES
+    for k0 in range(0, full, LANES):
+        for lane in range(LANES):
+            acc[lane] = fma(a[k0 + lane], b[k0 + lane], acc[lane])
+    for k in range(full, a.size):
+        acc[k - full] = fma(a[k], b[k], acc[k - full])
+    return _lanes_total(acc)
+
+
+@inlined_kernel
+def _lanes_total(lanes):
+    total = lanes[0]
+    for lane in range(1, LANES):
+        total += lanes[lane]
+    return total
+
+
 def _warmup(dtype) -> None:
     A, B = np.ones((9, 5), dtype), np.ones((5, 3), dtype)
     matmul(np.empty((9, 3), dtype), A, B)
+    matmul_nt(np.empty((9, 3), dtype), A, B.T.copy())
