@@ -91,6 +91,26 @@ def test_predictions_follow_the_documented_layout():
     np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_one_row_follows_the_weights_and_rejects_what_is_not_finite():
+    # One row takes the short path (no batches, the calling thread alone) through the
+    # Winograd kernels, whose transformed filters must follow every change of the weights.
+    rng = np.random.default_rng(3)
+    X, y = rng.random((40, 100)).astype(np.float32), np.arange(40) % 3
+    model = quiet_fit(CNNClassifier((4, 6), max_iter=2, random_state=0), X, y)
+    for _ in range(2):  # fitted, then moved on by partial_fit
+        whole = model.predict_proba(X)
+        for i in (0, 17, 39):
+            np.testing.assert_array_equal(model.predict_proba(X[i:i + 1]), whole[i:i + 1])
+        before = model.predict_proba(X[:1])
+        model.partial_fit(X, y)
+        assert not np.array_equal(model.predict_proba(X[:1]), before)
+    for bad, name in ((np.nan, "NaN"), (np.inf, "infinity")):
+        row = X[:1].copy()
+        row[0, 55] = bad
+        with pytest.raises(ValueError, match=name):
+            model.predict(row)
+
+
 @pytest.mark.parametrize("pool_size", [2, 3])
 def test_fused_layers_give_the_values_of_the_layers_one_by_one(monkeypatch, pool_size):
     # The network runs each conv -> ReLU -> 2x2 pool as one kernel each way, or else each

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from ._kernels import activation as act
@@ -19,6 +20,7 @@ from ._kernels import dense as dense_kernels
 from ._kernels import dropout as dropout_kernels
 from ._kernels import norm as norm_kernels
 from ._kernels import pool as pool_kernels
+from ._kernels import winograd as winograd_kernels
 
 
 @dataclass
@@ -247,8 +249,16 @@ class Conv2D(Layer):
                    conv_pool_kernels.conv2d_relu_pool_workspace_shape(*sizes))
         pooled = (batch_size, self.filters, H_out // 2, W_out // 2)
         # "codes" serve forward_relu_pool alone: untouched, a buffer takes no memory.
-        return {**super().allocate(batch_size, dtype, empty), "work": empty(work, dtype),
-                "codes": empty(pooled, dtype)}
+        ws = {**super().allocate(batch_size, dtype, empty), "work": empty(work, dtype),
+              "codes": empty(pooled, dtype)}
+        if self._winograd_fits():  # prediction's transformed filters, and the W they are of
+            ws["winograd"] = empty(winograd_kernels.filters_shape(C, self.filters), dtype)
+            ws["winograd_of"] = empty((self.filters, C, K, K), dtype)
+            ws["winograd_of"][:] = np.nan  # equal to no W: the first call transforms
+        return ws
+
+    def _winograd_fits(self) -> bool:
+        return self.kernel_size == 3 and self.stride == 1
 
     def forward(self, ws, x, training, activation=act.IDENTITY):
         """y = activation(conv(x)); an activation code of kernels.activation, applied in
@@ -268,9 +278,16 @@ class Conv2D(Layer):
 
     def forward_relu_pool(self, ws, x, y, training):
         """ReLU(conv(x)) max-pooled 2x2 (stride 2) into y, in one kernel (kernels.conv_pool);
-        when training, for ``backward_relu_pool``."""
+        when training, for ``backward_relu_pool``. Prediction with 3x3 filters of stride 1
+        goes through kernels.winograd: 2.25x fewer multiply-adds."""
         self.x = x
         _, H_out, W_out = self.output_shape
+        if not training and self._winograd_fits():
+            U, W = ws["winograd"], self.params["W"]
+            winograd_kernels.transform_filters(U, ws["winograd_of"], W)  # if W changed
+            winograd_kernels.conv2d_relu_pool_winograd(
+                y, x, U, self.params["b"], self.pad_top, self.pad_left, numba.get_num_threads())
+            return y
         conv_pool_kernels.conv2d_relu_pool_forward(
             y, ws["codes"][: len(x)], ws["work"], x, self.params["W"], self.params["b"],
             self.stride, self.pad_top, self.pad_left, H_out, W_out, training)

@@ -1,0 +1,253 @@
+"""3x3 convolution + ReLU + 2x2 max pool for prediction, by Winograd's F(2x2, 3x3).
+
+A 2x2 pooling window over a 3x3 stride-1 convolution is a 2x2 block of its outputs, which
+Winograd's minimal filtering computes from the 4x4 input tile under it with 16
+multiplications per channel and filter instead of 36 (Lavin and Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2015):
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A
+
+for a 3x3 filter g and a 4x4 tile d, * elementwise. Summed over the channels, each of the
+16 elementwise products is a matrix product, (tiles x C) @ (C x F), which goes through
+gemm.matmul's register tiles: cnn-keras's second layer does 2.25x fewer multiply-adds than
+through its columns (conv_pool).
+
+For prediction only: training keeps conv_pool's kernels, whose values (and the codes the
+backward pass needs) are those of the layers one by one, to the bit. The transforms only
+add, subtract and halve, so the outputs differ from the direct sums by rounding alone
+(tests/test_kernels_winograd.py). The exception is infinity: an infinite input makes its
+tiles' outputs NaN (inf - inf) where the direct sum may keep it infinite; prediction
+rejects non-finite input before any kernel runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import inlined_kernel, kernel, parallel_kernel
+from .conv_pool import _peak, _relu
+from .gemm import matmul
+
+POINTS = 16  # the elementwise products of a 4x4 tile
+# Rows (tiles of several images) per matrix product: enough to keep matmul's 8-row register
+# tiles full, few enough that a product's operands stay in the L2 cache (cnn-keras: 10
+# images of 25 tiles for its second layer, one of 169 for its first).
+PRODUCT_ROWS = 256
+# Floats between two points' C x F blocks of transformed filters: without them, a C x F
+# of 8 KB (cnn-keras's second layer) put the 16 points' stores in one set of the L1 cache,
+# where they evicted each other (63 us against 11 for the transform).
+POINT_GAP = 16
+
+
+def filters_shape(channels: int, filters: int) -> tuple[int]:
+    """The shape of the transformed filters ``transform_filters`` fills."""
+    return (POINTS * (channels * filters + POINT_GAP),)
+
+
+@kernel
+def transform_filters(U, seen, w):
+    # w (F, C, 3, 3) -> U, G g G^T of every filter g, 16 C x F blocks (see _point), unless
+    # w equals seen, the filters U was last computed from (prediction calls this for every
+    # batch; recomputing costs more than the convolution of one image). Returns whether it
+    # recomputed. A NaN in w never equals itself: U is then computed every time.
+    flat, known = w.reshape(-1), seen.reshape(-1)
+    if _all_equal(flat, known):
+        return False
+    F, C = w.shape[0], w.shape[1]
+    half = w.dtype.type(0.5)
+    for c in range(C):
+        for f in range(F):
+            # G g (4 x 3), a column of g at a time, then each of its rows times G^T
+            q00, q10, q20, q30 = _spread(w[f, c, 0, 0], w[f, c, 1, 0], w[f, c, 2, 0], half)
+            q01, q11, q21, q31 = _spread(w[f, c, 0, 1], w[f, c, 1, 1], w[f, c, 2, 1], half)
+            q02, q12, q22, q32 = _spread(w[f, c, 0, 2], w[f, c, 1, 2], w[f, c, 2, 2], half)
+            _put(U, 0, c, f, C, F, _spread(q00, q01, q02, half))
+            _put(U, 4, c, f, C, F, _spread(q10, q11, q12, half))
+            _put(U, 8, c, f, C, F, _spread(q20, q21, q22, half))
+            _put(U, 12, c, f, C, F, _spread(q30, q31, q32, half))
+    known[:] = flat
+    return True
+
+
+@inlined_kernel
+def _all_equal(a, b):
+    differences = 0
+    for i in range(a.size):  # no early exit: a loop LLVM vectorises
+        differences += a[i] != b[i]
+    return differences == 0
+
+
+@inlined_kernel
+def _point(U, p, C, F):
+    # The C x F block of point p in transformed filters U
+    start = p * (C * F + POINT_GAP)
+    return U[start:start + C * F].reshape(C, F)
+
+
+@inlined_kernel
+def _put(U, p, c, f, C, F, values):
+    # Points p..p+3 of filter f and channel c = values
+    step = C * F + POINT_GAP
+    at = p * step + c * F + f
+    U[at], U[at + step], U[at + 2 * step], U[at + 3 * step] = values
+
+
+@parallel_kernel
+def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
+    # x (B, C, H, W), U from transform_filters, b (F,) -> y (B, F, H', W'), the 2x2 max pool
+    # (stride 2) of the ReLU of the stride-1 convolution; y's shape gives the pooled size.
+    # threads: Numba's thread count (numba.get_num_threads()), a scratch for each
+    per_product = max(1, PRODUCT_ROWS // max(1, y.shape[2] * y.shape[3]))
+    chunks = (x.shape[0] + per_product - 1) // per_product
+    workers = max(1, min(threads, chunks))
+    for worker in prange(workers):
+        _chunks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, per_product)
+
+
+@kernel
+def _chunks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, per_product):
+    # Chunks worker, worker + workers, ... of per_product images each. A function of its
+    # own, not inlined into the prange loop: compiled there, its loops ran 4x as long.
+    B, C = x.shape[0], x.shape[1]
+    F, Hp, Wp = y.shape[1], y.shape[2], y.shape[3]
+    tiles = Hp * Wp
+    # Scratch once per thread, not per chunk: a chunk's products take a MB, which malloc
+    # would map afresh, page by page, every time
+    V = np.empty((POINTS, per_product * tiles, C), x.dtype)
+    M = np.empty((POINTS, per_product * tiles if C > 1 else 0, F), x.dtype)
+    image = np.zeros((2 * Hp + 2, 2 * Wp + 2, C), x.dtype)  # channels last, padded
+    for first in range(worker * per_product, B, workers * per_product):
+        n = min(per_product, B - first)
+        for i in range(n):
+            _channels_last(image, x[first + i], pad_top, pad_left)
+            _input_transform(V, i * tiles, image, Hp, Wp)
+        if C == 1:  # outer products: matmul's rows of one step would cost more
+            for i in range(n):
+                _single_channel_output(y[first + i], V, i * tiles, U, b)
+            continue
+        for p in range(POINTS):
+            matmul(M[p, :n * tiles], V[p, :n * tiles], _point(U, p, C, F))
+        for i in range(n):
+            _output_transform_pool(y[first + i], M, i * tiles, b)
+
+
+@inlined_kernel
+def _spread(a, b, c, half):
+    # G (a, b, c): G's rows are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2) and (0, 0, 1)
+    return a, (a + b + c) * half, (a - b + c) * half, c
+
+
+@inlined_kernel
+def _channels_last(image, xi, pad_top, pad_left):
+    # xi (C, H, W) -> image (H'', W'', C) from row pad_top and column pad_left on; the rest
+    # of image keeps its zeros (the padding) from one image to the next
+    C, H, W = xi.shape
+    rows = min(H, image.shape[0] - pad_top)
+    cols = min(W, image.shape[1] - pad_left)
+    for c in range(C):
+        for r in range(rows):
+            for col in range(cols):
+                image[r + pad_top, col + pad_left, c] = xi[c, r, col]
+
+
+@inlined_kernel
+def _input_transform(V, row, image, Hp, Wp):
+    # image (2Hp + 2, 2Wp + 2, C) -> V[:, row + tile, :] = B^T d B for the 4x4 tile d under
+    # each pooling window (tiles in row-major order), all channels at once
+    C = image.shape[2]
+    for ty in range(Hp):
+        d0, d1, d2, d3 = image[2 * ty], image[2 * ty + 1], image[2 * ty + 2], image[2 * ty + 3]
+        for tx in range(Wp):
+            t, left = row + ty * Wp + tx, 2 * tx
+            for c in range(C):
+                # B^T down each column of the tile, then along each row of the result
+                e00, e10, e20, e30 = _differences(d0[left, c], d1[left, c], d2[left, c],
+                                                  d3[left, c])
+                e01, e11, e21, e31 = _differences(d0[left + 1, c], d1[left + 1, c],
+                                                  d2[left + 1, c], d3[left + 1, c])
+                e02, e12, e22, e32 = _differences(d0[left + 2, c], d1[left + 2, c],
+                                                  d2[left + 2, c], d3[left + 2, c])
+                e03, e13, e23, e33 = _differences(d0[left + 3, c], d1[left + 3, c],
+                                                  d2[left + 3, c], d3[left + 3, c])
+                V[0, t, c], V[1, t, c], V[2, t, c], V[3, t, c] = _differences(
+                    e00, e01, e02, e03)
+                V[4, t, c], V[5, t, c], V[6, t, c], V[7, t, c] = _differences(
+                    e10, e11, e12, e13)
+                V[8, t, c], V[9, t, c], V[10, t, c], V[11, t, c] = _differences(
+                    e20, e21, e22, e23)
+                V[12, t, c], V[13, t, c], V[14, t, c], V[15, t, c] = _differences(
+                    e30, e31, e32, e33)
+
+
+@inlined_kernel
+def _differences(d0, d1, d2, d3):
+    # B^T (d0, d1, d2, d3): B^T's rows are (1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0) and
+    # (0, 1, 0, -1)
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@inlined_kernel
+def _output_transform_pool(yi, M, row, b):
+    # M[:, row + tile, :] -> yi (F, H', W'), each tile's pooled output
+    F, Hp, Wp = yi.shape
+    for ty in range(Hp):
+        for tx in range(Wp):
+            t = row + ty * Wp + tx
+            for f in range(F):  # along M's rows
+                yi[f, ty, tx] = _pooled(M[0, t, f], M[1, t, f], M[2, t, f], M[3, t, f],
+                                        M[4, t, f], M[5, t, f], M[6, t, f], M[7, t, f],
+                                        M[8, t, f], M[9, t, f], M[10, t, f], M[11, t, f],
+                                        M[12, t, f], M[13, t, f], M[14, t, f], M[15, t, f],
+                                        b[f])
+
+
+@inlined_kernel
+def _single_channel_output(yi, V, row, U, b):
+    # One channel: each point's product is an outer product, V[p, t] U[p, f], computed here
+    # rather than stored, along the tiles -> yi (F, H', W') as _output_transform_pool
+    F, tiles = yi.shape[0], yi.shape[1] * yi.shape[2]
+    step = F + POINT_GAP  # between two points' filters
+    for f in range(F):
+        u0, u1, u2, u3 = U[f], U[step + f], U[2 * step + f], U[3 * step + f]
+        u4, u5, u6, u7 = U[4 * step + f], U[5 * step + f], U[6 * step + f], U[7 * step + f]
+        u8, u9, u10, u11 = (U[8 * step + f], U[9 * step + f], U[10 * step + f],
+                            U[11 * step + f])
+        u12, u13, u14, u15 = (U[12 * step + f], U[13 * step + f], U[14 * step + f],
+                              U[15 * step + f])
+        out, bias = yi[f].reshape(tiles), b[f]
+        for t in range(tiles):
+            r = row + t
+            out[t] = _pooled(u0 * V[0, r, 0], u1 * V[1, r, 0], u2 * V[2, r, 0],
+                             u3 * V[3, r, 0], u4 * V[4, r, 0], u5 * V[5, r, 0],
+                             u6 * V[6, r, 0], u7 * V[7, r, 0], u8 * V[8, r, 0],
+                             u9 * V[9, r, 0], u10 * V[10, r, 0], u11 * V[11, r, 0],
+                             u12 * V[12, r, 0], u13 * V[13, r, 0], u14 * V[14, r, 0],
+                             u15 * V[15, r, 0], bias)
+
+
+@inlined_kernel
+def _pooled(m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, bias):
+    # A tile's 16 products (row-major 4 x 4) -> A^T m A + bias, its 2x2 outputs, then the
+    # ReLU of their maximum, as conv_pool._pool computes it
+    a00, a10 = _sums(m0, m4, m8, m12)  # A^T down each column, then along the two rows
+    a01, a11 = _sums(m1, m5, m9, m13)
+    a02, a12 = _sums(m2, m6, m10, m14)
+    a03, a13 = _sums(m3, m7, m11, m15)
+    top_left, top_right = _sums(a00, a01, a02, a03)
+    bottom_left, bottom_right = _sums(a10, a11, a12, a13)
+    return _relu(_peak(top_left + bias, top_right + bias, bottom_left + bias,
+                       bottom_right + bias))
+
+
+@inlined_kernel
+def _sums(m0, m1, m2, m3):
+    # A^T (m0, m1, m2, m3): A^T's rows are (1, 1, 1, 0) and (0, 1, -1, -1)
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+def _warmup(dtype) -> None:
+    x, w, b = np.ones((2, 2, 6, 6), dtype), np.ones((3, 2, 3, 3), dtype), np.ones(3, dtype)
+    U, seen = np.empty(filters_shape(2, 3), dtype), np.full_like(w, np.nan)
+    transform_filters(U, seen, w)
+    conv2d_relu_pool_winograd(np.empty((2, 3, 2, 2), dtype), x, U, b, 0, 0, 2)
