@@ -79,16 +79,22 @@ def _all_equal(a, b):
 
 
 @inlined_kernel
+def _point_step(C, F):
+    # From one point's C x F block of transformed filters to the next (filters_shape)
+    return C * F + POINT_GAP
+
+
+@inlined_kernel
 def _point(U, p, C, F):
     # The C x F block of point p in transformed filters U
-    start = p * (C * F + POINT_GAP)
+    start = p * _point_step(C, F)
     return U[start:start + C * F].reshape(C, F)
 
 
 @inlined_kernel
 def _put(U, p, c, f, C, F, values):
     # Points p..p+3 of filter f and channel c = values
-    step = C * F + POINT_GAP
+    step = _point_step(C, F)
     at = p * step + c * F + f
     U[at], U[at + step], U[at + 2 * step], U[at + 3 * step] = values
 
@@ -207,7 +213,7 @@ def _single_channel_output(yi, V, row, U, b):
     # One channel: each point's product is an outer product, V[p, t] U[p, f], computed here
     # rather than stored, along the tiles -> yi (F, H', W') as _output_transform_pool
     F, tiles = yi.shape[0], yi.shape[1] * yi.shape[2]
-    step = F + POINT_GAP  # between two points' filters
+    step = _point_step(1, F)
     for f in range(F):
         u0, u1, u2, u3 = U[f], U[step + f], U[2 * step + f], U[3 * step + f]
         u4, u5, u6, u7 = U[4 * step + f], U[5 * step + f], U[6 * step + f], U[7 * step + f]
