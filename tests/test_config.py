@@ -10,7 +10,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from fastmnist._config import effective_n_jobs, threads
-from fastmnist._kernels import _jit, dense
+from fastmnist._kernels import _jit, dense, gemm
 
 
 def blas_threads():
@@ -70,6 +70,32 @@ def test_serial_twin_is_used_off_the_main_thread_on_an_unsafe_layer(monkeypatch)
     thread.start()
     thread.join()
     assert calls == ["worker"]
+
+
+def test_parallel_twins_drop_their_linking_ir_and_plain_kernels_keep_it():
+    # The twins' IR goes once built (memory: no compiled code links a ParallelKernel)...
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x, W, b = (rng.standard_normal(s).astype(dtype) for s in ((5, 4), (4, 3), 3))
+        for run in (dense.dense_forward, dense.dense_forward.serial):
+            y = np.empty((5, 3), dtype)
+            run(y, x, W, b)
+            np.testing.assert_allclose(y, x @ W + b, rtol=1e-5)
+    for twin in (dense.dense_forward.parallel, dense.dense_forward.serial):
+        builds = list(twin.overloads.values())
+        assert len(builds) >= 2
+        assert all(build.library._shared_module is None for build in builds)
+
+    # ... while a plain kernel's stays, for the compiled functions that call it.
+    @numba.njit
+    def product(c, a, b):
+        gemm.matmul(c, a, b)
+
+    a = rng.standard_normal((6, 5)).astype(np.float32)
+    c = np.empty((6, 6), np.float32)
+    gemm.matmul(c, a, a.T.copy())
+    product(c, a, a.T.copy())
+    np.testing.assert_allclose(c, a @ a.T, rtol=1e-5)
 
 
 @pytest.mark.parametrize("setting, cache_class", [("1", "FunctionCache"), ("0", "NullCache")])
