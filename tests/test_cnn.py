@@ -5,6 +5,7 @@ import mmap
 import os
 import warnings
 
+import numba
 import numpy as np
 import pytest
 from naive import activation, conv2d_forward, maxpool2d_forward, softmax
@@ -101,6 +102,14 @@ def test_one_row_follows_the_weights_and_rejects_what_is_not_finite():
         whole = model.predict_proba(X)
         for i in (0, 17, 39):
             np.testing.assert_array_equal(model.predict_proba(X[i:i + 1]), whole[i:i + 1])
+        # One image's Winograd convolutions share the threads (n_jobs), with the same bits,
+        # and leave Numba's thread count as they found it
+        threads_before = numba.get_num_threads()
+        for n_jobs in (1, 2, 3):
+            one = model.set_params(n_jobs=n_jobs).predict_proba(X[17:18])
+            np.testing.assert_array_equal(one, whole[17:18])
+            assert numba.get_num_threads() == threads_before
+        model.set_params(n_jobs=None)
         before = model.predict_proba(X[:1])
         model.partial_fit(X, y)
         assert not np.array_equal(model.predict_proba(X[:1]), before)

@@ -10,7 +10,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from fastmnist._config import effective_n_jobs, threads
-from fastmnist._kernels import _jit, dense, gemm
+from fastmnist._kernels import _jit, dense, gemm, winograd
 
 
 def blas_threads():
@@ -96,6 +96,22 @@ def test_parallel_twins_drop_their_linking_ir_and_plain_kernels_keep_it():
     gemm.matmul(c, a, a.T.copy())
     product(c, a, a.T.copy())
     np.testing.assert_allclose(c, a @ a.T, rtol=1e-5)
+
+
+def test_serial_kernels_leave_the_threads_to_the_kernels_that_share_one_image(monkeypatch):
+    calls = []
+    for kernel in (dense.dense_forward, winograd.conv2d_relu_pool_winograd):
+        for twin in ("parallel", "serial"):
+            monkeypatch.setattr(kernel, twin, lambda *args, name=f"{kernel.__name__} {twin}":
+                                calls.append((name, numba.get_num_threads())))
+    before = numba.get_num_threads()
+    for n in (1, 2):
+        with _jit.serial_kernels(n):
+            dense.dense_forward()
+            winograd.conv2d_relu_pool_winograd()
+        assert numba.get_num_threads() == before
+    assert calls == [("dense_forward serial", 1), ("conv2d_relu_pool_winograd serial", 1),
+                     ("dense_forward serial", 2), ("conv2d_relu_pool_winograd parallel", 2)]
 
 
 @pytest.mark.parametrize("setting, cache_class", [("1", "FunctionCache"), ("0", "NullCache")])

@@ -65,7 +65,7 @@ def test_matches_the_reference(case, dtype):
         assert (want == 0).any() and (want > 0).any()  # the ReLU both cut and passed
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[3]])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]])
 def test_the_same_bits_on_any_thread_count_and_batch_split(case):
     x, w, b, geometry = make(case, np.float32)
     want = predict(x, w, b, *geometry, threads=1, twin="serial")
@@ -74,6 +74,18 @@ def test_the_same_bits_on_any_thread_count_and_batch_split(case):
     # Each image alone (one per product) gives the bits it has among others
     for i in range(len(x)):
         np.testing.assert_array_equal(predict(x[i:i + 1], w, b, *geometry), want[i:i + 1])
+
+
+def test_row_blocks_keep_whole_images_unless_a_thread_would_idle():
+    # (rows, rows per block) for (images, tiles, threads): whole images, PRODUCT_ROWS at
+    # most, when there are enough for every thread; else a share of matmul's 8-row tiles
+    assert winograd._row_blocks(1000, 25, 2) == (25_000, 250)
+    assert winograd._row_blocks(3, 169, 2) == (507, 169)
+    assert winograd._row_blocks(1, 25, 2) == (25, 16)  # cnn-keras's conv2, one image
+    assert winograd._row_blocks(1, 169, 2) == (169, 88)  # and its conv1
+    assert winograd._row_blocks(2, 25, 2) == (50, 32)  # a block across two images
+    assert winograd._row_blocks(1, 25, 1) == (25, 32)
+    assert winograd._row_blocks(1, 1, 16) == (1, 8)
 
 
 def test_filters_are_transformed_again_when_the_weights_change():

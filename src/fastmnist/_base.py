@@ -446,17 +446,18 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         if len(X) <= _SERIAL_ROWS and X.dtype == network.dtype:
             # Rows the network takes as they are, too few to share between threads: no
             # batches to gather (16 us of predicting one image; _passes_as_is made X
-            # C-contiguous)
-            with serial_kernels():
+            # C-contiguous). Only the kernels that share one image use the threads.
+            with serial_kernels(effective_n_jobs(self.n_jobs)):
                 return network.predict_proba(self._to_input(X), out)
         within_budget = max(1, _PREDICT_BYTES // network.bytes_per_row)
         chunk = min(_PREDICT_CHUNK, max(network.capacity, within_budget))
         batches = Minibatches(X, None, chunk)
         start = 0
-        # A few rows run serially on the calling thread, whose forward pass uses no BLAS:
-        # no thread setting to make (threadpoolctl's takes 16 us, a third of one image).
+        # A few rows run serially on the calling thread (but for the kernels that share one
+        # image), whose forward pass uses no BLAS: no BLAS setting to make (threadpoolctl's
+        # takes 16 us, a third of one image).
         serial = len(X) <= _SERIAL_ROWS
-        with serial_kernels() if serial else threads(self.n_jobs):
+        with serial_kernels(effective_n_jobs(self.n_jobs)) if serial else threads(self.n_jobs):
             for xb, _, _ in batches.epoch(seed=None):
                 network.predict_proba(self._to_input(xb), out[start:start + len(xb)])
                 start += len(xb)

@@ -27,7 +27,7 @@ from numba import prange
 
 from ._jit import inlined_kernel, kernel, parallel_kernel
 from .conv_pool import _peak, _relu
-from .gemm import matmul
+from .gemm import TILE_ROWS, matmul
 
 POINTS = 16  # the elementwise products of a 4x4 tile
 # Rows (tiles of several images) per matrix product: enough to keep matmul's 8-row register
@@ -99,43 +99,77 @@ def _put(U, p, c, f, C, F, values):
     U[at], U[at + step], U[at + 2 * step], U[at + 3 * step] = values
 
 
-@parallel_kernel
+@parallel_kernel(shares_one_image=True)
 def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
     # x (B, C, H, W), U from transform_filters, b (F,) -> y (B, F, H', W'), the 2x2 max pool
     # (stride 2) of the ReLU of the stride-1 convolution; y's shape gives the pooled size.
     # threads: Numba's thread count (numba.get_num_threads()), a scratch for each
-    per_product = max(1, PRODUCT_ROWS // max(1, y.shape[2] * y.shape[3]))
-    chunks = (x.shape[0] + per_product - 1) // per_product
-    workers = max(1, min(threads, chunks))
+    rows, block = _row_blocks(x.shape[0], y.shape[2] * y.shape[3], threads)
+    blocks = (rows + block - 1) // block
+    workers = max(1, min(threads, blocks))
     for worker in prange(workers):
-        _chunks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, per_product)
+        _blocks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, block)
 
 
 @kernel
-def _chunks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, per_product):
-    # Chunks worker, worker + workers, ... of per_product images each. A function of its
-    # own, not inlined into the prange loop: compiled there, its loops ran 4x as long.
+def _row_blocks(B, tiles, threads):
+    # The products' rows are the batch's (image, tile) pairs, B * tiles of them, cut into
+    # blocks of whole images, PRODUCT_ROWS at most, or fewer rows where that leaves a thread
+    # idle: one image's 25 tiles (cnn-keras's second layer) as 16 + 9, one block of
+    # matmul's 8-row tiles for each thread (conv2 of one image, 2 threads: 21 -> 16 us).
+    # Returns the number of rows and the rows in a block.
+    rows = B * tiles
+    whole_images = max(1, PRODUCT_ROWS // max(1, tiles)) * tiles
+    shared = (rows + threads - 1) // threads
+    shared = (shared + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS
+    return rows, max(1, min(whole_images, shared))  # (no tile at all: still a step)
+
+
+@kernel
+def _blocks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, block):
+    # Blocks worker, worker + workers, ... of ``block`` rows each (_row_blocks). A function
+    # of its own, not inlined into the prange loop: compiled there, its loops ran 4x as long.
     B, C = x.shape[0], x.shape[1]
     F, Hp, Wp = y.shape[1], y.shape[2], y.shape[3]
     tiles = Hp * Wp
-    # Scratch once per thread, not per chunk: a chunk's products take a MB, which malloc
-    # would map afresh, page by page, every time
-    V = np.empty((POINTS, per_product * tiles, C), x.dtype)
-    M = np.empty((POINTS, per_product * tiles if C > 1 else 0, F), x.dtype)
+    # Scratch once per thread, not per block: a block's products take a MB, which malloc
+    # would map afresh, page by page, every time. A row more than a block between two
+    # points: 256 rows of 32 channels put the 16 points' rows in one L1 set (an input
+    # transform of 26 us against 3.8).
+    V = np.empty((POINTS, block + 1, C), x.dtype)
+    M = np.empty((POINTS, block + 1 if C > 1 else 0, F), x.dtype)
     image = np.zeros((2 * Hp + 2, 2 * Wp + 2, C), x.dtype)  # channels last, padded
-    for first in range(worker * per_product, B, workers * per_product):
-        n = min(per_product, B - first)
-        for i in range(n):
-            _channels_last(image, x[first + i], pad_top, pad_left)
-            _input_transform(V, i * tiles, image, Hp, Wp)
-        if C == 1:  # outer products: matmul's rows of one step would cost more
-            for i in range(n):
-                _single_channel_output(y[first + i], V, i * tiles, U, b)
+    for first in range(worker * block, B * tiles, workers * block):
+        last = min(first + block, B * tiles)
+        r = first
+        while r < last:
+            i, t0, t1 = _tiles_of_image(r, last, tiles)
+            _channels_last(image, x[i], pad_top, pad_left)
+            if C == 1:  # outer products, formed at once: matmul's rows of one step would
+                # cost more. From V's first row: from a row known only at run time
+                # (r - first), their loop ran 4x as long (conv1 of one image 25 us, not 6).
+                _input_transform(V, image, Wp, t0, t1)
+                _single_channel_output(y[i], V, U, b, t0, t1)
+            else:
+                _input_transform(V[:, r - first:], image, Wp, t0, t1)
+            r += t1 - t0
+        if C == 1:
             continue
+        n = last - first
         for p in range(POINTS):
-            matmul(M[p, :n * tiles], V[p, :n * tiles], _point(U, p, C, F))
-        for i in range(n):
-            _output_transform_pool(y[first + i], M, i * tiles, b)
+            matmul(M[p, :n], V[p, :n], _point(U, p, C, F))
+        r = first
+        while r < last:
+            i, t0, t1 = _tiles_of_image(r, last, tiles)
+            _output_transform_pool(y[i], M[:, r - first:], b, t0, t1)
+            r += t1 - t0
+
+
+@inlined_kernel
+def _tiles_of_image(r, last, tiles):
+    # Row r's image i, and the tiles t0..t1 of i that rows r..last hold
+    i, t0 = r // tiles, r % tiles
+    return i, t0, min(tiles, t0 + last - r)
 
 
 @inlined_kernel
@@ -158,14 +192,14 @@ def _channels_last(image, xi, pad_top, pad_left):
 
 
 @inlined_kernel
-def _input_transform(V, row, image, Hp, Wp):
-    # image (2Hp + 2, 2Wp + 2, C) -> V[:, row + tile, :] = B^T d B for the 4x4 tile d under
-    # each pooling window (tiles in row-major order), all channels at once
+def _input_transform(V, image, Wp, t0, t1):
+    # image (2H' + 2, 2Wp + 2, C) -> V[:, t - t0, :] = B^T d B for the 4x4 tile d under
+    # pooling window t (row-major), t0 <= t < t1, all channels at once
     C = image.shape[2]
-    for ty in range(Hp):
+    for ty in range(t0 // Wp, (t1 + Wp - 1) // Wp):
         d0, d1, d2, d3 = image[2 * ty], image[2 * ty + 1], image[2 * ty + 2], image[2 * ty + 3]
-        for tx in range(Wp):
-            t, left = row + ty * Wp + tx, 2 * tx
+        for tx in range(max(0, t0 - ty * Wp), min(Wp, t1 - ty * Wp)):
+            t, left = ty * Wp + tx - t0, 2 * tx
             for c in range(C):
                 # B^T down each column of the tile, then along each row of the result
                 e00, e10, e20, e30 = _differences(d0[left, c], d1[left, c], d2[left, c],
@@ -194,22 +228,21 @@ def _differences(d0, d1, d2, d3):
 
 
 @inlined_kernel
-def _output_transform_pool(yi, M, row, b):
-    # M[:, row + tile, :] -> yi (F, H', W'), each tile's pooled output
-    F, Hp, Wp = yi.shape
-    for ty in range(Hp):
-        for tx in range(Wp):
-            t = row + ty * Wp + tx
-            for f in range(F):  # along M's rows
-                yi[f, ty, tx] = _pooled(M[0, t, f], M[1, t, f], M[2, t, f], M[3, t, f],
-                                        M[4, t, f], M[5, t, f], M[6, t, f], M[7, t, f],
-                                        M[8, t, f], M[9, t, f], M[10, t, f], M[11, t, f],
-                                        M[12, t, f], M[13, t, f], M[14, t, f], M[15, t, f],
-                                        b[f])
+def _output_transform_pool(yi, M, b, t0, t1):
+    # M[:, t - t0, :] -> yi (F, H', W'), the pooled output of tile t, t0 <= t < t1
+    F, Wp = yi.shape[0], yi.shape[2]
+    for t in range(t1 - t0):
+        ty, tx = (t0 + t) // Wp, (t0 + t) % Wp
+        for f in range(F):  # along M's rows
+            yi[f, ty, tx] = _pooled(M[0, t, f], M[1, t, f], M[2, t, f], M[3, t, f],
+                                    M[4, t, f], M[5, t, f], M[6, t, f], M[7, t, f],
+                                    M[8, t, f], M[9, t, f], M[10, t, f], M[11, t, f],
+                                    M[12, t, f], M[13, t, f], M[14, t, f], M[15, t, f],
+                                    b[f])
 
 
 @inlined_kernel
-def _single_channel_output(yi, V, row, U, b):
+def _single_channel_output(yi, V, U, b, t0, t1):
     # One channel: each point's product is an outer product, V[p, t] U[p, f], computed here
     # rather than stored, along the tiles -> yi (F, H', W') as _output_transform_pool
     F, tiles = yi.shape[0], yi.shape[1] * yi.shape[2]
@@ -221,15 +254,14 @@ def _single_channel_output(yi, V, row, U, b):
                             U[11 * step + f])
         u12, u13, u14, u15 = (U[12 * step + f], U[13 * step + f], U[14 * step + f],
                               U[15 * step + f])
-        out, bias = yi[f].reshape(tiles), b[f]
-        for t in range(tiles):
-            r = row + t
-            out[t] = _pooled(u0 * V[0, r, 0], u1 * V[1, r, 0], u2 * V[2, r, 0],
-                             u3 * V[3, r, 0], u4 * V[4, r, 0], u5 * V[5, r, 0],
-                             u6 * V[6, r, 0], u7 * V[7, r, 0], u8 * V[8, r, 0],
-                             u9 * V[9, r, 0], u10 * V[10, r, 0], u11 * V[11, r, 0],
-                             u12 * V[12, r, 0], u13 * V[13, r, 0], u14 * V[14, r, 0],
-                             u15 * V[15, r, 0], bias)
+        out, bias = yi[f].reshape(tiles)[t0:t1], b[f]
+        for t in range(t1 - t0):
+            out[t] = _pooled(u0 * V[0, t, 0], u1 * V[1, t, 0], u2 * V[2, t, 0],
+                             u3 * V[3, t, 0], u4 * V[4, t, 0], u5 * V[5, t, 0],
+                             u6 * V[6, t, 0], u7 * V[7, t, 0], u8 * V[8, t, 0],
+                             u9 * V[9, t, 0], u10 * V[10, t, 0], u11 * V[11, t, 0],
+                             u12 * V[12, t, 0], u13 * V[13, t, 0], u14 * V[14, t, 0],
+                             u15 * V[15, t, 0], bias)
 
 
 @inlined_kernel
