@@ -104,14 +104,19 @@ def test_serial_kernels_leave_the_threads_to_the_kernels_that_share_one_image(mo
         for twin in ("parallel", "serial"):
             monkeypatch.setattr(kernel, twin, lambda *args, name=f"{kernel.__name__} {twin}":
                                 calls.append((name, numba.get_num_threads())))
+    # Winograd shares an image with several channels, not one channel's outer products
+    one_channel, channels = np.empty((1, 1, 6, 6)), np.empty((1, 3, 6, 6))
     before = numba.get_num_threads()
     for n in (1, 2):
         with _jit.serial_kernels(n):
             dense.dense_forward()
-            winograd.conv2d_relu_pool_winograd()
+            winograd.conv2d_relu_pool_winograd(None, one_channel)
+            winograd.conv2d_relu_pool_winograd(None, channels)
         assert numba.get_num_threads() == before
-    assert calls == [("dense_forward serial", 1), ("conv2d_relu_pool_winograd serial", 1),
-                     ("dense_forward serial", 2), ("conv2d_relu_pool_winograd parallel", 2)]
+    winograd_call = "conv2d_relu_pool_winograd"
+    assert calls == [("dense_forward serial", 1), (f"{winograd_call} serial", 1),
+                     (f"{winograd_call} serial", 1), ("dense_forward serial", 2),
+                     (f"{winograd_call} serial", 2), (f"{winograd_call} parallel", 2)]
 
 
 @pytest.mark.parametrize("setting, cache_class", [("1", "FunctionCache"), ("0", "NullCache")])

@@ -11,6 +11,7 @@ once a fit has succeeded: a fit that raises leaves a fitted model exactly as it 
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from numbers import Integral, Real
@@ -205,7 +206,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         if X.dtype != np.uint8 and self._state.dense_forward(X) is None:
             # The one-call path checks as it goes. Elsewhere a finite sum clears X in a
             # microsecond where scikit-learn takes 15; it alone names what is wrong.
-            if not np.isfinite(np.add.reduce(X, axis=None)):
+            if not math.isfinite(np.add.reduce(X, axis=None)):  # (np.isfinite: 0.4 us more)
                 assert_all_finite(X, input_name="X")
         return X
 

@@ -71,7 +71,7 @@ class ParallelKernel:
     ``parallel`` and ``serial`` are plain Numba dispatchers, callable from other kernels.
     """
 
-    def __init__(self, function, shares_one_image: bool = False) -> None:
+    def __init__(self, function, shares_one_image=None) -> None:
         self.py_func = function
         self.shares_one_image = shares_one_image
         self.parallel = numba.njit(parallel=True, **_OPTIONS)(
@@ -85,8 +85,8 @@ class ParallelKernel:
         self.__wrapped__ = function
 
     def __call__(self, *args):
-        if getattr(_local, "serial", False) and not (self.shares_one_image
-                                                     and _local.threads > 1):
+        if getattr(_local, "serial", False) and not (
+                self.shares_one_image and _local.threads > 1 and self.shares_one_image(*args)):
             return self.serial(*args)
         if threading.current_thread() is threading.main_thread() or _layer_is_threadsafe():
             return self.parallel(*args)
@@ -130,9 +130,10 @@ def _drop_linking_ir(dispatcher) -> None:
     dispatcher._compile_for_args = compile_then_drop_ir
 
 
-def parallel_kernel(function=None, *, shares_one_image: bool = False):
-    """``@parallel_kernel``, or ``@parallel_kernel(shares_one_image=True)`` for a kernel
-    whose work on a single image outweighs a parallel launch (see ``serial_kernels``)."""
+def parallel_kernel(function=None, *, shares_one_image=None):
+    """``@parallel_kernel``, or ``@parallel_kernel(shares_one_image=worth_it)`` for a kernel
+    that may share even one image between threads (see ``serial_kernels``): worth_it(*args)
+    says whether the call's work on an image outweighs a parallel launch."""
     if function is None:
         return lambda function: ParallelKernel(function, shares_one_image)
     return ParallelKernel(function)
@@ -147,10 +148,10 @@ def serial_kernels(threads: int) -> Iterator[None]:
 
     For work too small to share: a parallel launch costs microseconds of thread wake-up
     and barrier, more than most layers' forward pass of one image. The twins give the
-    same bits. Kernels marked ``shares_one_image`` still run in parallel, on ``threads``
-    threads (Numba's setting in the block), where that is safe and ``threads`` > 1: the
-    Winograd convolution, 21 us of one image's cnn-keras prediction on one thread, 16 on
-    two.
+    same bits. Kernels that share one image (``parallel_kernel``) still run in parallel
+    where their call is worth it, ``threads`` > 1 and that is safe, on ``threads`` threads
+    (Numba's setting in the block): cnn-keras's second Winograd convolution, 21 us of one
+    image's prediction on one thread, 16 on two.
     """
     was = getattr(_local, "serial", False), getattr(_local, "threads", 1)
     previous = numba.get_num_threads()

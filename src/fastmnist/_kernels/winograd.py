@@ -99,12 +99,25 @@ def _put(U, p, c, f, C, F, values):
     U[at], U[at + step], U[at + 2 * step], U[at + 3 * step] = values
 
 
-@parallel_kernel(shares_one_image=True)
+def _worth_sharing(y, x, *rest) -> bool:
+    # Whether one image's convolution may share the threads (see _splits_images)
+    return _splits_images(x.shape[1])
+
+
+@kernel
+def _splits_images(channels):
+    # Whether an image's tiles may go to several threads: where there are products to
+    # share. One channel's outer products are too quick (cnn-keras's conv1 of one image:
+    # 5.4 us on one thread, 4.8 to 9.4 on two, as the second thread wakes up).
+    return channels > 1
+
+
+@parallel_kernel(shares_one_image=_worth_sharing)
 def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
     # x (B, C, H, W), U from transform_filters, b (F,) -> y (B, F, H', W'), the 2x2 max pool
     # (stride 2) of the ReLU of the stride-1 convolution; y's shape gives the pooled size.
     # threads: Numba's thread count (numba.get_num_threads()), a scratch for each
-    rows, block = _row_blocks(x.shape[0], y.shape[2] * y.shape[3], threads)
+    rows, block = _row_blocks(x.shape[0], y.shape[2] * y.shape[3], x.shape[1], threads)
     blocks = (rows + block - 1) // block
     workers = max(1, min(threads, blocks))
     for worker in prange(workers):
@@ -112,17 +125,18 @@ def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
 
 
 @kernel
-def _row_blocks(B, tiles, threads):
+def _row_blocks(B, tiles, C, threads):
     # The products' rows are the batch's (image, tile) pairs, B * tiles of them, cut into
-    # blocks of whole images, PRODUCT_ROWS at most, or fewer rows where that leaves a thread
-    # idle: one image's 25 tiles (cnn-keras's second layer) as 16 + 9, one block of
-    # matmul's 8-row tiles for each thread (conv2 of one image, 2 threads: 21 -> 16 us).
-    # Returns the number of rows and the rows in a block.
+    # blocks of whole images, PRODUCT_ROWS at most, or, where that leaves a thread idle and
+    # _splits_images, fewer rows: one image's 25 tiles (cnn-keras's second layer) as 16 + 9,
+    # one block of matmul's 8-row tiles for each thread (conv2 of one image, 2 threads:
+    # 21 -> 16 us). Returns the number of rows and the rows in a block.
     rows = B * tiles
-    whole_images = max(1, PRODUCT_ROWS // max(1, tiles)) * tiles
-    shared = (rows + threads - 1) // threads
-    shared = (shared + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS
-    return rows, max(1, min(whole_images, shared))  # (no tile at all: still a step)
+    block = max(1, PRODUCT_ROWS // max(1, tiles)) * tiles
+    if _splits_images(C):
+        shared = (rows + threads - 1) // threads
+        block = min(block, (shared + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS)
+    return rows, max(1, block)  # (no tile at all: still a step)
 
 
 @kernel
