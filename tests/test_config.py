@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from fastmnist._config import effective_n_jobs, threads
+from fastmnist._config import CACHE, effective_n_jobs, threads
 from fastmnist._kernels import _jit, dense, gemm, winograd
 
 
@@ -72,6 +72,7 @@ def test_serial_twin_is_used_off_the_main_thread_on_an_unsafe_layer(monkeypatch)
     assert calls == ["worker"]
 
 
+@pytest.mark.skipif(not CACHE, reason="without the disk cache Numba makes no copy to drop")
 def test_parallel_twins_drop_their_linking_ir_and_plain_kernels_keep_it():
     # The twins' IR goes once built (memory: no compiled code links a ParallelKernel)...
     rng = np.random.default_rng(0)
@@ -96,8 +97,11 @@ def test_parallel_twins_drop_their_linking_ir_and_plain_kernels_keep_it():
     gemm.matmul(c, a, a.T.copy())
     product(c, a, a.T.copy())
     np.testing.assert_allclose(c, a @ a.T, rtol=1e-5)
+    assert all(build.library._shared_module is not None
+               for build in gemm.matmul.overloads.values())
 
 
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread: nothing to share")
 def test_serial_kernels_leave_the_threads_to_the_kernels_that_share_one_image(monkeypatch):
     calls = []
     for kernel in (dense.dense_forward, winograd.conv2d_relu_pool_winograd):

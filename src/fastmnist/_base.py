@@ -55,6 +55,10 @@ _PREDICT_BYTES = 32 << 20
 # Up to this many rows, prediction runs on the calling thread alone: waking a second
 # thread costs more than the work it would take over.
 _SERIAL_ROWS = 16
+# Threads for those rows' kernels that share one image (serial_kernels): cnn-keras's second
+# convolution of one image has 25 rows of products in 8-row blocks, so more threads would
+# mostly wait at the barrier (measured on 2 cores: 21 -> 16 us).
+_SERIAL_ROWS_THREADS = 2
 
 # The dtypes X is accepted in without a copy (anything else becomes float64).
 _DTYPES = (np.float64, np.float32, np.uint8)
@@ -444,11 +448,13 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         network = state.network
         n_classes = max(2, network.output_shape[0])
         out = np.empty((len(X), n_classes), network.dtype)
-        if len(X) <= _SERIAL_ROWS and X.dtype == network.dtype:
-            # Rows the network takes as they are, too few to share between threads: no
-            # batches to gather (16 us of predicting one image; _passes_as_is made X
-            # C-contiguous). Only the kernels that share one image use the threads.
-            with serial_kernels(effective_n_jobs(self.n_jobs)):
+        serial = len(X) <= _SERIAL_ROWS
+        few_rows = serial_kernels(min(effective_n_jobs(self.n_jobs), _SERIAL_ROWS_THREADS))
+        if serial and X.dtype == network.dtype:
+            # Rows the network takes as they are, too few for most kernels to share between
+            # threads: no batches to gather (16 us of predicting one image; _passes_as_is
+            # made X C-contiguous)
+            with few_rows:
                 return network.predict_proba(self._to_input(X), out)
         within_budget = max(1, _PREDICT_BYTES // network.bytes_per_row)
         chunk = min(_PREDICT_CHUNK, max(network.capacity, within_budget))
@@ -457,8 +463,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         # A few rows run serially on the calling thread (but for the kernels that share one
         # image), whose forward pass uses no BLAS: no BLAS setting to make (threadpoolctl's
         # takes 16 us, a third of one image).
-        serial = len(X) <= _SERIAL_ROWS
-        with serial_kernels(effective_n_jobs(self.n_jobs)) if serial else threads(self.n_jobs):
+        with few_rows if serial else threads(self.n_jobs):
             for xb, _, _ in batches.epoch(seed=None):
                 network.predict_proba(self._to_input(xb), out[start:start + len(xb)])
                 start += len(xb)

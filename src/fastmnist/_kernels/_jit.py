@@ -68,7 +68,8 @@ def inlined_kernel(function):
 class ParallelKernel:
     """A ``prange`` kernel and its serial twin; calls go to whichever is safe.
 
-    ``parallel`` and ``serial`` are plain Numba dispatchers, callable from other kernels.
+    ``parallel`` and ``serial`` are plain Numba dispatchers, for Python code only: their
+    builds keep no IR for a compiled caller to link (``_drop_linking_ir``).
     """
 
     def __init__(self, function, shares_one_image=None) -> None:
@@ -112,11 +113,14 @@ def _drop_linking_ir(dispatcher) -> None:
     Numba keeps a build's IR (besides its machine code) so that other compiled functions
     calling it can link and inline it; parsed back from the disk cache it takes about ten
     times the cached size: 3 to 9 MB for each of the large kernels, 15 MB of a CNN fit's
-    peak RSS (501 -> 486 MB). No compiled function ever calls a ``ParallelKernel``'s twins
-    (only Python code does, through the kernel or its ``parallel``/``serial``), so no one
-    links them. Numba's C dispatcher builds (or loads) a missing signature through the
-    instance's ``_compile_for_args``; the IR goes as soon as that returns, before another
-    kernel loads, so it never adds up at the peak.
+    peak RSS (501 -> 486 MB). (A build compiled afresh also keeps its IR in its final
+    module: only the copy made for the cache goes.) No compiled function ever calls a
+    ``ParallelKernel``'s twins (only Python code does, through the kernel or its
+    ``parallel``/``serial``), so no one links them; one that did would fail to compile
+    ("library unfit for linking") once the build came from the cache. Numba's C dispatcher
+    builds (or loads) a missing signature through the instance's ``_compile_for_args``;
+    the IR goes as soon as that returns, before another kernel loads, so it never adds up
+    at the peak.
     """
     compile_for_args = dispatcher._compile_for_args
 
@@ -136,7 +140,7 @@ def parallel_kernel(function=None, *, shares_one_image=None):
     says whether the call's work on an image outweighs a parallel launch."""
     if function is None:
         return lambda function: ParallelKernel(function, shares_one_image)
-    return ParallelKernel(function)
+    return ParallelKernel(function, shares_one_image)
 
 
 _local = threading.local()
@@ -155,9 +159,9 @@ def serial_kernels(threads: int) -> Iterator[None]:
     """
     was = getattr(_local, "serial", False), getattr(_local, "threads", 1)
     previous = numba.get_num_threads()
-    _local.serial, _local.threads = True, threads
-    if threads != previous:  # 0.8 us a setting: only when it changes
+    if threads != previous:  # 0.8 us a setting: only when it changes (raises if invalid)
         numba.set_num_threads(threads)
+    _local.serial, _local.threads = True, threads
     try:
         yield
     finally:

@@ -127,10 +127,11 @@ def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
 @kernel
 def _row_blocks(B, tiles, C, threads):
     # The products' rows are the batch's (image, tile) pairs, B * tiles of them, cut into
-    # blocks of whole images, PRODUCT_ROWS at most, or, where that leaves a thread idle and
-    # _splits_images, fewer rows: one image's 25 tiles (cnn-keras's second layer) as 16 + 9,
-    # one block of matmul's 8-row tiles for each thread (conv2 of one image, 2 threads:
-    # 21 -> 16 us). Returns the number of rows and the rows in a block.
+    # blocks of whole images, PRODUCT_ROWS at most; if _splits_images and each thread's
+    # share of the rows is smaller than that (one image, a few images), into that share
+    # instead, rounded up to matmul's 8-row tiles, across images where it falls so. One
+    # image's 25 tiles (cnn-keras's second layer) on 2 threads: 16 + 9 (21 -> 16 us).
+    # Returns the number of rows and the rows in a block.
     rows = B * tiles
     block = max(1, PRODUCT_ROWS // max(1, tiles)) * tiles
     if _splits_images(C):
@@ -207,7 +208,7 @@ def _channels_last(image, xi, pad_top, pad_left):
 
 @inlined_kernel
 def _input_transform(V, image, Wp, t0, t1):
-    # image (2H' + 2, 2Wp + 2, C) -> V[:, t - t0, :] = B^T d B for the 4x4 tile d under
+    # image (2Hp + 2, 2Wp + 2, C) -> V[:, t - t0, :] = B^T d B for the 4x4 tile d under
     # pooling window t (row-major), t0 <= t < t1, all channels at once
     C = image.shape[2]
     for ty in range(t0 // Wp, (t1 + Wp - 1) // Wp):
