@@ -449,12 +449,11 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         n_classes = max(2, network.output_shape[0])
         out = np.empty((len(X), n_classes), network.dtype)
         serial = len(X) <= _SERIAL_ROWS
-        few_rows = serial_kernels(min(effective_n_jobs(self.n_jobs), _SERIAL_ROWS_THREADS))
         if serial and X.dtype == network.dtype:
             # Rows the network takes as they are, too few for most kernels to share between
             # threads: no batches to gather (16 us of predicting one image; _passes_as_is
             # made X C-contiguous)
-            with few_rows:
+            with self._few_rows():
                 return network.predict_proba(self._to_input(X), out)
         within_budget = max(1, _PREDICT_BYTES // network.bytes_per_row)
         chunk = min(_PREDICT_CHUNK, max(network.capacity, within_budget))
@@ -463,11 +462,16 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         # A few rows run serially on the calling thread (but for the kernels that share one
         # image), whose forward pass uses no BLAS: no BLAS setting to make (threadpoolctl's
         # takes 16 us, a third of one image).
-        with few_rows if serial else threads(self.n_jobs):
+        with self._few_rows() if serial else threads(self.n_jobs):
             for xb, _, _ in batches.epoch(seed=None):
                 network.predict_proba(self._to_input(xb), out[start:start + len(xb)])
                 start += len(xb)
         return out
+
+    def _few_rows(self):
+        """The kernel setting for up to _SERIAL_ROWS rows: serial kernels, but for those
+        that share one image between (at most _SERIAL_ROWS_THREADS of n_jobs) threads."""
+        return serial_kernels(min(effective_n_jobs(self.n_jobs), _SERIAL_ROWS_THREADS))
 
     def _fit_lbfgs(self, state, X, codes, weights):
         network = state.network
