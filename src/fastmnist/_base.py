@@ -32,7 +32,7 @@ from sklearn.utils.validation import (
 )
 
 from ._config import effective_n_jobs, threads
-from ._fused import CHUNK_BATCHES, INPUT_DTYPES, DenseForward, FusedAdam
+from ._fused import CHUNK_BATCHES, INPUT_DTYPES, ConvForward, DenseForward, FusedAdam
 from ._kernels._jit import serial_kernels
 from ._network import Network
 from ._optim import SGD, Adam
@@ -77,7 +77,7 @@ class _TrainingState:
         self.best_validation_score = None
         self.no_improvement_count = 0
         self.best_theta = None
-        self._forward = None
+        self._forward = self._conv_forward = None
 
     def dense_forward(self, X) -> DenseForward | None:
         """The one-call prediction path for ``X``, or None where it does not apply."""
@@ -86,6 +86,21 @@ class _TrainingState:
         if self._forward is None:  # built once: prediction of one image takes ~10 us
             self._forward = DenseForward.supports(self.network) and DenseForward(self.network)
         return self._forward or None
+
+    def conv_forward(self, X) -> ConvForward | None:
+        """The one-call prediction path for a few rows ``X`` (up to _SERIAL_ROWS) of a
+        CNN, or None where it does not apply."""
+        if X.dtype not in INPUT_DTYPES or len(X) > _SERIAL_ROWS:
+            return None
+        if self._conv_forward is None:  # built once, as dense_forward
+            self._conv_forward = (ConvForward.supports(self.network)
+                                  and ConvForward(self.network))
+        return self._conv_forward or None
+
+    def checks_finite(self, X) -> bool:
+        """Whether predicting ``X`` takes a one-call path, which finds NaN and infinity
+        itself (the caller then checks X only when told that a row holds one)."""
+        return self.dense_forward(X) is not None or self.conv_forward(X) is not None
 
 
 class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
@@ -207,8 +222,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         X = self._as_rows(X)
         if reset or not self._passes_as_is(X):
             return validate_data(self, X, reset=reset, order="C", dtype=_DTYPES)
-        if X.dtype != np.uint8 and self._state.dense_forward(X) is None:
-            # The one-call path checks as it goes. Elsewhere a finite sum clears X in a
+        if X.dtype != np.uint8 and not self._state.checks_finite(X):
+            # The one-call paths check as they go. Elsewhere a finite sum clears X in a
             # microsecond where scikit-learn takes 15; it alone names what is wrong.
             if not math.isfinite(np.add.reduce(X, axis=None)):  # (np.isfinite: 0.4 us more)
                 assert_all_finite(X, input_name="X")
@@ -438,13 +453,12 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             state.best_theta = state.network.theta.copy()
 
     def _predict_proba_with(self, state, X):
-        forward = state.dense_forward(X)
-        if forward is not None:
+        if (forward := state.dense_forward(X)) is not None:
             n_parts = effective_n_jobs(self.n_jobs) if len(X) > _SERIAL_ROWS else 1
-            proba, finite = forward.predict_proba(X, n_parts)
-            if not finite:
-                assert_all_finite(X, input_name="X")  # raises, naming the NaN or infinity
-            return proba
+            return _checked(X, *forward.predict_proba(X, n_parts))
+        if (forward := state.conv_forward(X)) is not None:
+            with self._few_rows():
+                return _checked(X, *forward.predict_proba(X))
         network = state.network
         n_classes = max(2, network.output_shape[0])
         out = np.empty((len(X), n_classes), network.dtype)
@@ -556,3 +570,10 @@ def _report(progress, verbose, state, images_per_second):
     progress.write(f"Iteration {state.n_iter}, " + ", ".join(f"{k} = {v}" for k, v in
                                                            fields.items()))
     progress.reset()
+
+
+def _checked(X, proba, finite: bool):
+    """``proba`` from a one-call path, unless it was told of a NaN or infinity in X."""
+    if not finite:
+        assert_all_finite(X, input_name="X")  # raises, naming the NaN or infinity
+    return proba

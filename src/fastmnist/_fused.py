@@ -1,10 +1,13 @@
-"""The MLP's fast paths: many Adam steps per compiled call, and prediction in one call.
+"""The fast paths: many Adam steps per compiled call, and prediction in one call.
 
 ``FusedAdam`` lays a network of dense layers out for ``_kernels.mlp_steps.adam_steps`` and
 runs an epoch through it a chunk of batches at a time. ``DenseForward`` predicts with the
 same layout through ``_kernels.mlp_forward``. The arithmetic is the layer-by-layer
 path's (the same loss, gradients, L2 term and Adam update), in a different order of
 multiply-adds, so the weights agree to float32 rounding rather than bit for bit.
+
+``ConvForward`` predicts a few rows through a CNN (``_kernels.cnn_forward``), with the bits
+of the layer-by-layer path.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._kernels import mlp_forward, mlp_steps
+from ._kernels import cnn_forward, mlp_forward, mlp_steps, winograd
 from ._kernels.activation import IDENTITY
-from ._layers import Activation, Dense
+from ._layers import Activation, Dense, Dropout, Flatten
 from ._network import Network
 from ._optim import Adam
 
@@ -126,22 +129,93 @@ class DenseForward:
         return out, n_bad == 0
 
 
-def dense_layer_table(network: Network, rows: int) -> tuple[np.ndarray, int, int]:
-    """The ``mlp_steps`` layer table of a dense network, activations laid out for ``rows``.
+def dense_layer_table(network: Network, rows: int,
+                      first: int = 0) -> tuple[np.ndarray, int, int]:
+    """The ``mlp_steps`` layer table of the dense layers from ``network.layers[first]`` on
+    (see ``_dense_stack``), activations laid out for ``rows``.
 
     Returns the table, the values ``acts`` needs (the input, then every layer's output,
     each ``rows`` x width) and the values the transposed weights of every layer but the
     first need.
     """
-    denses, activations = network.layers[0::2], network.layers[1::2]
     table, in_at, wt_at = [], 0, 0
-    for k, dense in enumerate(denses):
-        (n_in,), (n_out,) = dense.input_shape, dense.output_shape
+    for k, (i, code) in enumerate(_dense_stack(network.layers, first)):
+        (n_in,), (n_out,) = network.layers[i].input_shape, network.layers[i].output_shape
         out_at = in_at + rows * n_in
-        code = activations[k].code if k < len(activations) else IDENTITY  # logits
-        table.append((n_in, n_out, network.offset(2 * k, "W"), network.offset(2 * k, "b"),
-                      in_at, out_at, wt_at, code))
+        table.append((n_in, n_out, network.offset(i, "W"), network.offset(i, "b"), in_at,
+                      out_at, wt_at, code))
         in_at = out_at
         wt_at += n_in * n_out if k > 0 else 0  # the first layer needs no W.T
-    n_acts = in_at + rows * denses[-1].output_shape[0]
+    n_acts = in_at + rows * table[-1][1]
     return np.array(table, np.int64), n_acts, wt_at
+
+
+def _dense_stack(layers: list, first: int) -> list[tuple[int, int]] | None:
+    """(index, activation code) of each Dense layer in ``layers[first:]``, or None unless
+    those are Dense layers, each with or without an Activation after it, and Dropout
+    (nothing at prediction), ending with a Dense one (the logits)."""
+    stack = []
+    for i in range(first, len(layers)):
+        layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, Dense):
+            stack.append((i, after.code if isinstance(after, Activation) else IDENTITY))
+        elif not (isinstance(layer, Dropout)
+                  or isinstance(layer, Activation) and isinstance(layers[i - 1], Dense)):
+            return None
+    return stack if stack and isinstance(layers[-1], Dense) else None
+
+
+class ConvForward:
+    """Class probabilities of a few rows through a float32 CNN, all layers in one call.
+
+    For the rows prediction runs on the calling thread (one image: ~10 us of calls from
+    Python saved). The transformed filters are kept, and redone when W changes.
+    """
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        convs, U_at, seen_at, in_at = [], 0, 0, 0
+        for i in _conv_blocks(network):
+            conv, pool = network.layers[i], network.layers[i + 2]
+            (C, H, W), (F, Hp, Wp) = conv.input_shape, pool.output_shape
+            out_at = in_at + C * H * W  # one row's activations (see _kernels.cnn_forward)
+            convs.append((C, H, W, F, Hp, Wp, conv.pad_top, conv.pad_left,
+                          network.offset(i, "W"), network.offset(i, "b"), U_at, seen_at,
+                          in_at, out_at))
+            U_at += winograd.filters_shape(C, F)[0]
+            seen_at += conv.params["W"].size
+            in_at = out_at
+        self.convs = np.array(convs, np.int64)
+        self.denses, _, _ = dense_layer_table(network, 1, 3 * len(convs) + 1)
+        self.U = np.empty(U_at, network.dtype)
+        self.seen = np.full(seen_at, np.nan, network.dtype)  # equal to no W: computes U
+
+    @staticmethod
+    def supports(network: Network) -> bool:
+        """Whether ``network`` is float32 3x3 convolution blocks (stride 1, ReLU, 2x2 max
+        pool), flattened, then dense layers (see ``_dense_stack``) and a softmax."""
+        after = 3 * len(_conv_blocks(network))
+        return (network.dtype == np.float32 and network.output == "softmax" and after > 0
+                and after < len(network.layers) and isinstance(network.layers[after], Flatten)
+                and _dense_stack(network.layers, after + 1) is not None)
+
+    def predict_proba(self, X) -> tuple[np.ndarray, bool]:
+        """``(probabilities, whether every value was finite)`` for the rows of ``X``, uint8
+        (pixel intensities, divided by 255) or float32, (n, n_features).
+
+        For ``serial_kernels``: the convolutions share their rows between its threads."""
+        out = np.empty((len(X), self.network.output_shape[0]), self.network.dtype)
+        n_bad = cnn_forward.predict_proba(out, X, _divisor(X), self.network.theta, self.convs,
+                                          self.denses, self.U, self.seen,
+                                          numba.get_num_threads())
+        return out, n_bad == 0
+
+
+def _conv_blocks(network: Network) -> list[int]:
+    """Where each convolution block at the start of ``network`` starts: a 3x3 convolution
+    of stride 1, a ReLU and a 2x2 max pool, which Winograd's kernels run."""
+    blocks = []
+    while network._conv_relu_pool_at(3 * len(blocks)) and network.layers[
+            3 * len(blocks)]._winograd_fits():
+        blocks.append(3 * len(blocks))
+    return blocks

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 KERNEL_MODULES = ("gemm", "dense", "activation", "loss", "conv", "pool", "conv_pool", "norm",
-                  "dropout", "optim", "mlp_steps", "mlp_forward", "winograd")
+                  "dropout", "optim", "mlp_steps", "mlp_forward", "winograd", "cnn_forward")
 
 
 def warmup(dtypes=(np.float32,)) -> dict[str, float]:

@@ -196,13 +196,14 @@ def _spread(a, b, c, half):
 @inlined_kernel
 def _channels_last(image, xi, pad_top, pad_left):
     # xi (C, H, W) -> image (H'', W'', C) from row pad_top and column pad_left on; the rest
-    # of image keeps its zeros (the padding) from one image to the next
+    # of image keeps its zeros (the padding) from one image to the next. Stores in order,
+    # loads strided: cnn-keras's second layer 1.5 us, against 2.6 the other way round.
     C, H, W = xi.shape
     rows = min(H, image.shape[0] - pad_top)
     cols = min(W, image.shape[1] - pad_left)
-    for c in range(C):
-        for r in range(rows):
-            for col in range(cols):
+    for r in range(rows):
+        for col in range(cols):
+            for c in range(C):
                 image[r + pad_top, col + pad_left, c] = xi[c, r, col]
 
 
