@@ -82,7 +82,7 @@ def test_probabilities_are_the_layer_by_layer_ones(dtype, padding, n):
     expected = layer_by_layer(net, X)
     for threads in range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1):
         with serial_kernels(threads):
-            proba, finite = ConvForward(net).predict_proba(X)
+            proba, finite = ConvForward(net).predict_proba(X, threads)
         assert finite and proba.shape == (n, 4) and proba.dtype == np.float32
         np.testing.assert_array_equal(proba, expected)  # the same bits, on any threads
     x = X / 255 if dtype == np.uint8 else X
@@ -92,7 +92,7 @@ def test_probabilities_are_the_layer_by_layer_ones(dtype, padding, n):
 def test_one_block_and_the_logits_straight_after_it():
     net = network(blocks(filters=(7,)), [Flatten(), Dense(3)])
     X = data(2)
-    proba, finite = ConvForward(net).predict_proba(X)
+    proba, finite = ConvForward(net).predict_proba(X, 1)
     assert finite
     np.testing.assert_array_equal(proba, layer_by_layer(net, X))
     np.testing.assert_allclose(proba, naive_proba(net, X), rtol=1e-4, atol=1e-6)
@@ -101,10 +101,10 @@ def test_one_block_and_the_logits_straight_after_it():
 def test_transformed_filters_follow_every_change_of_the_weights():
     net = network()
     forward, X = ConvForward(net), data(1)
-    before, _ = forward.predict_proba(X)
+    before, _ = forward.predict_proba(X, 1)
     W = net.layers[3].params["W"]  # the second convolution's, a view into theta
     W *= -1
-    after, _ = forward.predict_proba(X)
+    after, _ = forward.predict_proba(X, 1)
     assert not np.array_equal(after, before)
     np.testing.assert_array_equal(after, layer_by_layer(net, X))
 
@@ -113,10 +113,10 @@ def test_transformed_filters_follow_every_change_of_the_weights():
 def test_nan_and_infinity_are_reported_and_huge_values_are_not(bad):
     net, X = network(), data(3)
     X[1, 40] = bad
-    assert not ConvForward(net).predict_proba(X)[1]
-    assert ConvForward(net).predict_proba(X[2:])[1]
+    assert not ConvForward(net).predict_proba(X, 1)[1]
+    assert ConvForward(net).predict_proba(X[2:], 1)[1]
     X[1, :] = 3e38  # finite, though their sum would not be
-    assert ConvForward(net).predict_proba(X)[1]
+    assert ConvForward(net).predict_proba(X, 1)[1]
 
 
 def test_supports_float32_winograd_blocks_then_dense_layers_and_a_softmax():

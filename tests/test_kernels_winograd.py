@@ -77,19 +77,21 @@ def test_the_same_bits_on_any_thread_count_and_batch_split(case):
 
 
 def test_row_blocks_are_whole_images_or_each_threads_share():
-    # (rows, rows per block) for (images, tiles, channels, threads): whole images,
-    # PRODUCT_ROWS at most, or each thread's share of the rows where that is smaller, in
-    # matmul's 8-row tiles, if there are products to share (more than one channel)
-    assert winograd._row_blocks(1000, 25, 32, 2) == (25_000, 250)
-    assert winograd._row_blocks(3, 169, 2, 2) == (507, 169)
-    assert winograd._row_blocks(1, 25, 32, 2) == (25, 16)  # cnn-keras's conv2, one image
-    assert winograd._row_blocks(2, 25, 32, 2) == (50, 32)  # a block across two images
-    assert winograd._row_blocks(15, 25, 32, 2) == (375, 192)  # fewer than 250 per thread
-    assert winograd._row_blocks(1, 25, 32, 1) == (25, 32)
-    assert winograd._row_blocks(1, 169, 2, 2) == (169, 88)
-    assert winograd._row_blocks(1, 169, 1, 2) == (169, 169)  # and its conv1: one channel
-    assert winograd._row_blocks(1, 1, 3, 16) == (1, 8)
-    assert winograd._row_blocks(2, 0, 3, 2) == (0, 1)  # no tile: still a step
+    # (rows, rows per block) for (images, tiles, whether images may be split, threads):
+    # whole images, PRODUCT_ROWS at most, or each thread's share of the rows where that is
+    # smaller, in matmul's 8-row tiles, if images may be split (where there are products
+    # to share: more than one channel)
+    assert winograd._row_blocks(1000, 25, True, 2) == (25_000, 250)
+    assert winograd._row_blocks(3, 169, True, 2) == (507, 169)
+    assert winograd._row_blocks(1, 25, True, 2) == (25, 16)  # cnn-keras's conv2, one image
+    assert winograd._row_blocks(2, 25, True, 2) == (50, 32)  # a block across two images
+    assert winograd._row_blocks(15, 25, True, 2) == (375, 192)  # fewer than 250 per thread
+    assert winograd._row_blocks(1, 25, True, 1) == (25, 32)
+    assert winograd._row_blocks(1, 169, True, 2) == (169, 88)
+    assert winograd._row_blocks(1, 169, False, 2) == (169, 169)  # and its conv1: one channel
+    assert winograd._row_blocks(1, 1, True, 16) == (1, 8)
+    assert winograd._row_blocks(2, 0, True, 2) == (0, 1)  # no tile: still a step
+    assert winograd._splits_images(32) and not winograd._splits_images(1)
 
 
 def test_filters_are_transformed_again_when_the_weights_change():

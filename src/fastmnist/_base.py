@@ -457,8 +457,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             n_parts = effective_n_jobs(self.n_jobs) if len(X) > _SERIAL_ROWS else 1
             return _checked(X, *forward.predict_proba(X, n_parts))
         if (forward := state.conv_forward(X)) is not None:
-            with self._few_rows():
-                return _checked(X, *forward.predict_proba(X))
+            few_rows = self._few_rows()
+            with few_rows:
+                return _checked(X, *forward.predict_proba(X, few_rows.threads))
         network = state.network
         n_classes = max(2, network.output_shape[0])
         out = np.empty((len(X), n_classes), network.dtype)

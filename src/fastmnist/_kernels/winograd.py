@@ -117,7 +117,8 @@ def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
     # x (B, C, H, W), U from transform_filters, b (F,) -> y (B, F, H', W'), the 2x2 max pool
     # (stride 2) of the ReLU of the stride-1 convolution; y's shape gives the pooled size.
     # threads: Numba's thread count (numba.get_num_threads()), a scratch for each
-    rows, block = _row_blocks(x.shape[0], y.shape[2] * y.shape[3], x.shape[1], threads)
+    rows, block = _row_blocks(x.shape[0], y.shape[2] * y.shape[3],
+                              _splits_images(x.shape[1]), threads)
     blocks = (rows + block - 1) // block
     workers = max(1, min(threads, blocks))
     for worker in prange(workers):
@@ -125,16 +126,16 @@ def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
 
 
 @kernel
-def _row_blocks(B, tiles, C, threads):
+def _row_blocks(B, tiles, splits_images, threads):
     # The products' rows are the batch's (image, tile) pairs, B * tiles of them, cut into
-    # blocks of whole images, PRODUCT_ROWS at most; if _splits_images and each thread's
+    # blocks of whole images, PRODUCT_ROWS at most; if splits_images and each thread's
     # share of the rows is smaller than that (one image, a few images), into that share
     # instead, rounded up to matmul's 8-row tiles, across images where it falls so. One
     # image's 25 tiles (cnn-keras's second layer) on 2 threads: 16 + 9 (21 -> 16 us).
     # Returns the number of rows and the rows in a block.
     rows = B * tiles
     block = max(1, PRODUCT_ROWS // max(1, tiles)) * tiles
-    if _splits_images(C):
+    if splits_images:
         shared = (rows + threads - 1) // threads
         block = min(block, (shared + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS)
     return rows, max(1, block)  # (no tile at all: still a step)
