@@ -126,3 +126,17 @@ def test_a_nan_weight_reaches_the_outputs_it_feeds():
 def test_filters_shape_leaves_a_gap_between_points():
     C, F = 32, 64
     assert winograd.filters_shape(C, F) == (winograd.POINTS * (C * F + winograd.POINT_GAP),)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tiles", [(0, 25), (3, 17)])
+def test_input_transform_point_by_point_has_the_bits_of_tile_by_tile(dtype, tiles):
+    # Several channels take each point's row of channels in a loop of its own; the same
+    # operations as the tile-by-tile transform, so the same bits, for any run of tiles
+    image = np.random.default_rng(5).normal(0, 3, (12, 12, 7)).astype(dtype)
+    by_tile, by_point = np.full((2, 16, 26, 7), np.nan, dtype)
+    winograd._input_transform(by_tile, image, 5, *tiles)
+    winograd._input_transform_by_point(by_point, image, 5, *tiles)
+    n = tiles[1] - tiles[0]
+    assert not np.isnan(by_point[:, :n]).any() and np.isnan(by_point[:, n:]).all()
+    np.testing.assert_array_equal(by_point, by_tile)
