@@ -278,6 +278,50 @@ def test_cnn_keras_conv_stack(benchmark, request, impl):
         run(benchmark, impl, flops, step)
 
 
+@pytest.mark.parametrize("impl", ["fastmnist", "layers", "torch"])
+def test_cnn_keras_one_image_prediction(benchmark, request, impl):
+    # The 1-image latency target's path: cnn-keras's class probabilities for one image,
+    # through fastmnist's one compiled call (ConvForward, as CNNClassifier.predict runs it),
+    # its layers one by one from Python, and PyTorch's module under inference_mode.
+    benchmark.group = "cnn-keras, one image's class probabilities"
+    x = np.random.default_rng(0).random((1, 784), np.float32)
+    if impl in ("fastmnist", "layers"):
+        from fastmnist._fused import ConvForward
+        from fastmnist._kernels._jit import serial_kernels
+        from fastmnist._layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPool2D
+        from fastmnist._network import Network
+
+        threads = request.getfixturevalue("fastmnist_threads")
+        layers = [Conv2D(32, 3), Activation("relu"), MaxPool2D(2), Conv2D(64, 3),
+                  Activation("relu"), MaxPool2D(2), Flatten(), Dropout(0.5), Dense(10)]
+        net = Network(layers, (1, 28, 28), "softmax")
+        net.initialize(np.random.RandomState(0))
+        forward, out = ConvForward(net), np.empty((1, 10), np.float32)
+
+        def step():
+            with serial_kernels(threads):
+                if impl == "fastmnist":
+                    forward.predict_proba(x, threads)
+                else:
+                    net.predict_proba(x.reshape(1, 1, 28, 28), out)
+
+        step()  # loads the kernels and transforms the filters: not a timed round
+        run(benchmark, impl, 0, step)
+    else:
+        torch = request.getfixturevalue("torch_module")
+        nn = torch.nn
+        model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Dropout(0.5), nn.Linear(1600, 10), nn.Softmax(dim=1)).eval()
+        tx = torch.from_numpy(x.reshape(1, 1, 28, 28))
+
+        def step():
+            with torch.inference_mode():
+                model(tx)
+
+        run(benchmark, impl, 0, step)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_adam_step(benchmark, request, impl):
     benchmark.group = "Adam step over the 111,146 parameters of mlp-seed"

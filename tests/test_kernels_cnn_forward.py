@@ -149,6 +149,7 @@ def test_dense_stack_names_each_dense_layer_and_its_activation():
     assert _dense_stack(layers[:-1], 1) is None  # not ending with the logits
     assert _dense_stack([Dense(3), Activation("relu"), Activation("tanh"), Dense(2)], 0) \
         is None
+    assert _dense_stack([Activation("relu"), Dense(2)], 0) is None  # no Dense before it
 
 
 def test_warmup_runs_every_build():

@@ -1,7 +1,7 @@
 """Class probabilities of a few images through a small CNN in one call.
 
-Layer by layer from Python, predicting one image of cnn-keras cost ~10 us of calls, checks
-and buffer handling around ~25 us of kernels (and PyTorch takes ~100 us in all). Here one
+Layer by layer from Python, each layer of one image cost a call, checks and buffers of its
+own: cnn-keras, side by side, 33.6 us, against 28.2 in one call (PyTorch: ~100 us). Here one
 call takes the rows from the raw input to the probabilities, for the networks prediction
 runs as convolution blocks (3x3, stride 1, ReLU, 2x2 max pool: ``winograd``) and then dense
 layers (``mlp_forward``):
@@ -58,7 +58,7 @@ def _always(*args) -> bool:
 @parallel_kernel(shares_one_image=_always)
 def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
     # X (n, n_features), uint8 or float, scaled by 1 / divisor -> out (n, n_classes).
-    # threads: Numba's thread count (numba.get_num_threads()). Returns the number of NaN
+    # threads: Numba's thread count (serial_kernels' setting). Returns the number of NaN
     # or infinite values in X; out is then left as it was.
     n = X.shape[0]
     acts = np.empty(n * _values_per_image(convs), theta.dtype)
