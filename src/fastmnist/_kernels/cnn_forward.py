@@ -42,6 +42,7 @@ from .winograd import (
     _blocks_of_worker,
     _point_step,
     _row_blocks,
+    _workers,
     filters_shape,
     transform_filters,
 )
@@ -82,7 +83,7 @@ def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
         # them, even one image's, and even those of one channel: its launch wakes the
         # threads the next block's finds awake (cnn-keras, one image: 26.0 -> 25.4 us)
         rows, block = _row_blocks(n, y.shape[2] * y.shape[3], True, threads)
-        workers = max(1, min(threads, (rows + block - 1) // block))
+        workers = _workers(rows, block, threads)
         top, left = convs[layer, PAD_TOP], convs[layer, PAD_LEFT]
         if workers == 1:  # no launch at all (one thread, or one block of rows)
             _blocks_of_worker(y, x, U_layer, b, top, left, 0, 1, block)

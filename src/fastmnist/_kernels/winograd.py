@@ -119,8 +119,7 @@ def conv2d_relu_pool_winograd(y, x, U, b, pad_top, pad_left, threads):
     # threads: Numba's thread count (numba.get_num_threads()), a scratch for each
     rows, block = _row_blocks(x.shape[0], y.shape[2] * y.shape[3],
                               _splits_images(x.shape[1]), threads)
-    blocks = (rows + block - 1) // block
-    workers = max(1, min(threads, blocks))
+    workers = _workers(rows, block, threads)
     for worker in prange(workers):
         _blocks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, block)
 
@@ -139,6 +138,12 @@ def _row_blocks(B, tiles, splits_images, threads):
         shared = (rows + threads - 1) // threads
         block = min(block, (shared + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS)
     return rows, max(1, block)  # (no tile at all: still a step)
+
+
+@kernel
+def _workers(rows, block, threads):
+    # The threads that get blocks of rows (_blocks_of_worker): one a block, at most threads
+    return max(1, min(threads, (rows + block - 1) // block))
 
 
 @kernel
