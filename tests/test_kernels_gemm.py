@@ -1,12 +1,13 @@
-"""gemm.matmul against NumPy: its 8 x 32 register tiles and their padded last columns, every
-remainder of the 8 x 4 row updates, NaN, fused rounding; gemm.matmul_nt's dot products, in
-its tiles and alone."""
+"""gemm.matmul against NumPy: its 8 x 32 register tiles, half tiles and padded last columns,
+every remainder of the 8 x 4 row updates, NaN, fused rounding; gemm.matmul_nt's dot
+products, in its tiles and alone."""
 
 import numpy as np
 import pytest
 
 from fastmnist._kernels._jit import kernel
 from fastmnist._kernels.gemm import (
+    HALF_TILE_ROWS,
     LANES,
     NT_COLS,
     NT_ROWS,
@@ -25,9 +26,11 @@ from fastmnist._kernels.gemm import (
 ROW_SHAPES = [(1, 1, 1), (7, 3, 5), (8, 4, 16), (9, 5, 17), (16, 8, 1), (17, 13, 33)]
 # Long k: N around multiples of 32 gives whole tiles, a padded last tile, or only that one;
 # M around multiples of 8 leaves rows to the row updates, or (M < 8) every row; with N a
-# multiple of 128 those rows go through one-row tiles instead.
+# multiple of 128 those rows go through one-row tiles instead. Four to seven rows left over
+# take a half tile first (M = 7, 12, 13, 4).
 TILE_SHAPES = [(8, 32, 32), (9, 33, 31), (17, 40, 65), (16, 32, 1), (7, 64, 40),
-               (64, 289, 121), (24, 100, 96), (1, 784, 128), (11, 32, 256), (16, 48, 128)]
+               (64, 289, 121), (24, 100, 96), (1, 784, 128), (11, 32, 256), (16, 48, 128),
+               (12, 32, 64), (13, 40, 256), (4, 33, 10)]
 SHAPES = ROW_SHAPES + TILE_SHAPES
 
 
@@ -36,6 +39,7 @@ def test_the_shapes_reach_both_paths():
     assert all(K >= TILE_MIN_K for _, K, _ in TILE_SHAPES)
     assert {N % TILE_COLS == 0 for _, _, N in TILE_SHAPES} == {True, False}
     assert {M % TILE_ROWS == 0 for M, _, _ in TILE_SHAPES} == {True, False}
+    assert {M % TILE_ROWS >= HALF_TILE_ROWS for M, _, _ in TILE_SHAPES} == {True, False}
     assert {(M % TILE_ROWS > 0, N % ROW_TILE_COLS == 0) for M, _, N in TILE_SHAPES} == {
         (True, True), (True, False), (False, True), (False, False)}
 

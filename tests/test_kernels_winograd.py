@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fastmnist._kernels import conv, winograd
+from fastmnist._kernels._jit import kernel
 
 # (B, C, H, W, F, padding): one channel (outer products) and several, even and odd conv
 # outputs, padding, more images than one product takes (several chunks and threads), planes
@@ -79,19 +80,34 @@ def test_the_same_bits_on_any_thread_count_and_batch_split(case):
 def test_row_blocks_are_whole_images_or_each_threads_share():
     # (rows, rows per block) for (images, tiles, whether images may be split, threads):
     # whole images, PRODUCT_ROWS at most, or each thread's share of the rows where that is
-    # smaller, in matmul's 8-row tiles, if images may be split (where there are products
-    # to share: more than one channel)
+    # smaller, rounded down to matmul's 4-row half tiles, if images may be split (where
+    # there are products to share: more than one channel)
     assert winograd._row_blocks(1000, 25, True, 2) == (25_000, 250)
     assert winograd._row_blocks(3, 169, True, 2) == (507, 169)
-    assert winograd._row_blocks(1, 25, True, 2) == (25, 16)  # cnn-keras's conv2, one image
-    assert winograd._row_blocks(2, 25, True, 2) == (50, 32)  # a block across two images
-    assert winograd._row_blocks(15, 25, True, 2) == (375, 192)  # fewer than 250 per thread
-    assert winograd._row_blocks(1, 25, True, 1) == (25, 32)
-    assert winograd._row_blocks(1, 169, True, 2) == (169, 88)
+    assert winograd._row_blocks(1, 25, True, 2) == (25, 12)  # cnn-keras's conv2, one image
+    assert winograd._row_blocks(2, 25, True, 2) == (50, 24)  # a block across two images
+    assert winograd._row_blocks(15, 25, True, 2) == (375, 188)  # fewer than 250 per thread
+    assert winograd._row_blocks(1, 25, True, 1) == (25, 24)
+    assert winograd._row_blocks(1, 169, True, 2) == (169, 84)
     assert winograd._row_blocks(1, 169, False, 2) == (169, 169)  # and its conv1: one channel
-    assert winograd._row_blocks(1, 1, True, 16) == (1, 8)
+    assert winograd._row_blocks(1, 1, True, 16) == (1, 4)
     assert winograd._row_blocks(2, 0, True, 2) == (0, 1)  # no tile: still a step
     assert winograd._splits_images(32) and not winograd._splits_images(1)
+
+
+@kernel
+def _blocks(rows, block):
+    return [winograd._block_rows(i, rows, block) for i in range(winograd._n_blocks(rows, block))]
+
+
+def test_fewer_than_half_a_tile_left_over_join_the_last_block():
+    assert _blocks(25, 12) == [(0, 12), (12, 25)]  # one image's conv2 on two threads: 12 + 13
+    assert _blocks(28, 12) == [(0, 12), (12, 24), (24, 28)]  # four rows: a block of their own
+    assert _blocks(25, 24) == [(0, 25)]
+    assert _blocks(500, 250) == [(0, 250), (250, 500)]
+    assert _blocks(3, 4) == [(0, 3)]  # fewer rows than a block
+    assert _blocks(0, 1) == [(0, 0)]  # no rows: one empty block
+    assert winograd._workers(25, 12, 16) == 2 and winograd._workers(25, 24, 2) == 1
 
 
 def test_filters_are_transformed_again_when_the_weights_change():

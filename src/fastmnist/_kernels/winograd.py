@@ -27,7 +27,7 @@ from numba import prange
 
 from ._jit import inlined_kernel, kernel, parallel_kernel
 from .conv_pool import _peak, _relu
-from .gemm import TILE_ROWS, matmul
+from .gemm import HALF_TILE_ROWS, matmul
 
 POINTS = 16  # the elementwise products of a 4x4 tile
 # Rows (tiles of several images) per matrix product: enough to keep matmul's 8-row register
@@ -129,39 +129,60 @@ def _row_blocks(B, tiles, splits_images, threads):
     # The products' rows are the batch's (image, tile) pairs, B * tiles of them, cut into
     # blocks of whole images, PRODUCT_ROWS at most; if splits_images and each thread's
     # share of the rows is smaller than that (one image, a few images), into that share
-    # instead, rounded up to matmul's 8-row tiles, across images where it falls so. One
-    # image's 25 tiles (cnn-keras's second layer) on 2 threads: 16 + 9 (21 -> 16 us).
+    # instead, rounded down to matmul's half tiles, across images where it falls so (fewer
+    # than half a tile left over join the last block: _block_rows). One image's 25 tiles
+    # (cnn-keras's second layer) on 2 threads: 12 + 13 rows.
     # Returns the number of rows and the rows in a block.
     rows = B * tiles
     block = max(1, PRODUCT_ROWS // max(1, tiles)) * tiles
     if splits_images:
         shared = (rows + threads - 1) // threads
-        block = min(block, (shared + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS)
+        block = min(block, max(HALF_TILE_ROWS, shared // HALF_TILE_ROWS * HALF_TILE_ROWS))
     return rows, max(1, block)  # (no tile at all: still a step)
+
+
+@inlined_kernel
+def _n_blocks(rows, block):
+    # How many blocks _block_rows cuts rows into (one at least)
+    whole, left = rows // block, rows % block
+    return max(1, whole + (left >= HALF_TILE_ROWS or whole == 0))
+
+
+@inlined_kernel
+def _block_rows(index, rows, block):
+    # The rows first..last of block index: block rows each, but for the last, which also
+    # takes the rows after it when they are fewer than a half tile (a block of its own
+    # would cost a pass over its image for a row or two)
+    first = index * block
+    last = min(first + block, rows)
+    if rows - last < HALF_TILE_ROWS:
+        last = rows
+    return first, last
 
 
 @kernel
 def _workers(rows, block, threads):
     # The threads that get blocks of rows (_blocks_of_worker): one a block, at most threads
-    return max(1, min(threads, (rows + block - 1) // block))
+    return max(1, min(threads, _n_blocks(rows, block)))
 
 
 @kernel
 def _blocks_of_worker(y, x, U, b, pad_top, pad_left, worker, workers, block):
-    # Blocks worker, worker + workers, ... of ``block`` rows each (_row_blocks). A function
+    # Blocks worker, worker + workers, ... of ``block`` rows each (_block_rows). A function
     # of its own, not inlined into the prange loop: compiled there, its loops ran 4x as long.
     B, C = x.shape[0], x.shape[1]
     F, Hp, Wp = y.shape[1], y.shape[2], y.shape[3]
     tiles = Hp * Wp
     # Scratch once per thread, not per block: a block's products take a MB, which malloc
-    # would map afresh, page by page, every time. A row more than a block between two
-    # points: 256 rows of 32 channels put the 16 points' rows in one L1 set (an input
-    # transform of 26 us against 3.8).
-    V = np.empty((POINTS, block + 1, C), x.dtype)
-    M = np.empty((POINTS, block + 1 if C > 1 else 0, F), x.dtype)
+    # would map afresh, page by page, every time. HALF_TILE_ROWS rows more than a block
+    # for each point: up to HALF_TILE_ROWS - 1 for the last block (_block_rows), and at
+    # least one to spare, as 256 rows of 32 channels put the 16 points' rows in one L1 set
+    # (an input transform of 26 us against 3.8).
+    V = np.empty((POINTS, block + HALF_TILE_ROWS, C), x.dtype)
+    M = np.empty((POINTS, block + HALF_TILE_ROWS if C > 1 else 0, F), x.dtype)
     image = np.zeros((2 * Hp + 2, 2 * Wp + 2, C), x.dtype)  # channels last, padded
-    for first in range(worker * block, B * tiles, workers * block):
-        last = min(first + block, B * tiles)
+    for index in range(worker, _n_blocks(B * tiles, block), workers):
+        first, last = _block_rows(index, B * tiles, block)
         r = first
         while r < last:
             i, t0, t1 = _tiles_of_image(r, last, tiles)
