@@ -56,8 +56,8 @@ _PREDICT_BYTES = 32 << 20
 # thread costs more than the work it would take over.
 _SERIAL_ROWS = 16
 # Threads for those rows' kernels that share one image (serial_kernels): cnn-keras's second
-# convolution of one image has 25 rows of products in 8-row blocks, so more threads would
-# mostly wait at the barrier (measured on 2 cores: 21 -> 16 us).
+# convolution of one image has 25 rows of products, for matmul's 8-row tiles, so more threads
+# would mostly wait at the barrier (measured on 2 cores: 21 -> 16 us).
 _SERIAL_ROWS_THREADS = 2
 
 # The dtypes X is accepted in without a copy (anything else becomes float64).

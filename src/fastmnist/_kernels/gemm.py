@@ -67,7 +67,8 @@ def _stack_tile(typingctx, dtype):
 TILE_ROWS, TILE_COLS = 8, 32
 # Four rows left over go through the top half of a tile: one image's 25 tiles of
 # cnn-keras's second layer, shared 12 + 13 between two threads (8 + 4 rows, 8 + 4 + 1),
-# took 26.0 -> 23.5 us of a one-image prediction, against 16 + 9 rows in whole tiles.
+# took 25.3 us of the one-image kernel against 26.9 as 16 + 9 rows in whole tiles (side
+# by side in one process).
 HALF_TILE_ROWS = TILE_ROWS // 2
 
 # Below this many steps of k a tile's zeroing and stores cost more than its loop saves
