@@ -143,9 +143,10 @@ def _row_blocks(B, tiles, splits_images, threads):
 
 @inlined_kernel
 def _n_blocks(rows, block):
-    # How many blocks _block_rows cuts rows into (one at least)
+    # How many blocks _block_rows cuts rows into: one at least, the short last one only if
+    # it holds a half tile
     whole, left = rows // block, rows % block
-    return max(1, whole + (left >= HALF_TILE_ROWS or whole == 0))
+    return whole + (left >= HALF_TILE_ROWS or whole == 0)
 
 
 @inlined_kernel
@@ -163,7 +164,7 @@ def _block_rows(index, rows, block):
 @kernel
 def _workers(rows, block, threads):
     # The threads that get blocks of rows (_blocks_of_worker): one a block, at most threads
-    return max(1, min(threads, _n_blocks(rows, block)))
+    return min(threads, _n_blocks(rows, block))
 
 
 @kernel
