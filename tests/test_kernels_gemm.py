@@ -1,14 +1,17 @@
 """gemm.matmul against NumPy: its 8 x 32 register tiles, half tiles and padded last columns,
-every remainder of the 8 x 4 row updates, NaN, fused rounding; gemm.matmul_nt's dot
-products, in its tiles and alone."""
+every remainder of the 8 x 4 row updates, narrow products' chains, NaN, fused rounding;
+gemm.matmul_nt's dot products, in its tiles and alone."""
 
 import numpy as np
 import pytest
 
 from fastmnist._kernels._jit import kernel
 from fastmnist._kernels.gemm import (
+    CHAINS,
     HALF_TILE_ROWS,
     LANES,
+    NARROW_COLS,
+    NARROW_ROWS,
     NT_COLS,
     NT_ROWS,
     ROW_TILE_COLS,
@@ -22,21 +25,32 @@ from fastmnist._kernels.gemm import (
 )
 
 # Short k (below TILE_MIN_K): M around multiples of 8 and K around multiples of 4 reach
-# every remainder loop of the row updates; N = 1 and 17 give the vector loops a tail only.
-ROW_SHAPES = [(1, 1, 1), (7, 3, 5), (8, 4, 16), (9, 5, 17), (16, 8, 1), (17, 13, 33)]
+# every remainder loop of the row updates; N = 17 and 33 give the vector loops a tail.
+ROW_SHAPES = [(1, 1, 17), (7, 3, 20), (8, 4, 32), (9, 5, 17), (16, 8, 33), (17, 13, 33)]
 # Long k: N around multiples of 32 gives whole tiles, a padded last tile, or only that one;
 # M around multiples of 8 leaves rows to the row updates, or (M < 8) every row; with N a
 # multiple of 128 those rows go through one-row tiles instead. Four to seven rows left over
 # take a half tile first (M = 7, 12, 13, 4).
-TILE_SHAPES = [(8, 32, 32), (9, 33, 31), (17, 40, 65), (16, 32, 1), (7, 64, 40),
+TILE_SHAPES = [(8, 32, 32), (9, 33, 31), (17, 40, 65), (16, 32, 17), (7, 64, 40),
                (64, 289, 121), (24, 100, 96), (1, 784, 128), (11, 32, 256), (16, 48, 128),
-               (12, 32, 64), (13, 40, 256), (4, 33, 10)]
-SHAPES = ROW_SHAPES + TILE_SHAPES
+               (12, 32, 64), (13, 40, 256), (4, 33, 20)]
+# Narrow (N <= 16): M around multiples of 4 gives 4-row tiles, single rows, or both; K
+# around multiples of 4 leaves 0 to 3 steps to the chains' last round; K * N < 16 leaves
+# every step to the padded copy of B's last rows; K = 0 leaves C zero. cnn-keras's logits.
+NARROW_SHAPES = [(1, 1, 1), (7, 3, 5), (8, 4, 16), (16, 8, 1), (16, 32, 1), (4, 33, 10),
+                 (5, 19, 1), (9, 6, 7), (6, 2, 3), (3, 0, 4), (1, 1600, 10), (33, 130, 10)]
+SHAPES = ROW_SHAPES + TILE_SHAPES + NARROW_SHAPES
 
 
-def test_the_shapes_reach_both_paths():
+def test_the_shapes_reach_every_path():
     assert all(K < TILE_MIN_K for _, K, _ in ROW_SHAPES)
     assert all(K >= TILE_MIN_K for _, K, _ in TILE_SHAPES)
+    assert all(N > NARROW_COLS for _, _, N in ROW_SHAPES + TILE_SHAPES)
+    assert all(N <= NARROW_COLS for _, _, N in NARROW_SHAPES)
+    assert {(M >= NARROW_ROWS, M % NARROW_ROWS > 0) for M, _, _ in NARROW_SHAPES} == {
+        (True, True), (True, False), (False, True)}
+    assert {K % CHAINS for _, K, _ in NARROW_SHAPES} == set(range(CHAINS))
+    assert any(K * N < NARROW_COLS for _, K, N in NARROW_SHAPES)
     assert {N % TILE_COLS == 0 for _, _, N in TILE_SHAPES} == {True, False}
     assert {M % TILE_ROWS == 0 for M, _, _ in TILE_SHAPES} == {True, False}
     assert {M % TILE_ROWS >= HALF_TILE_ROWS for M, _, _ in TILE_SHAPES} == {True, False}
@@ -96,6 +110,49 @@ def test_matmul_propagates_nan_to_its_row_and_column_only(K):
     finite = np.ones(35, bool)
     finite[[2, 33]] = False
     assert np.all(C[:8][:, finite] == K)
+
+
+@kernel
+def _chains_reference(C, A, B):
+    # Narrow products as gemm defines them, one element at a time: chain q of C[i, j] takes
+    # k = q, q + CHAINS, ... in order, one fma a step; then the chains added in order
+    M, K = A.shape
+    for i in range(M):
+        for j in range(B.shape[1]):
+            chains = np.zeros(CHAINS, C.dtype)
+            for k in range(K):
+                chains[k % CHAINS] = fma(A[i, k], B[k, j], chains[k % CHAINS])
+            total = chains[0]
+            for q in range(1, CHAINS):
+                total += chains[q]
+            C[i, j] = total
+
+
+@pytest.mark.parametrize("M, K, N", NARROW_SHAPES)
+def test_narrow_products_sum_each_element_in_chains(M, K, N):
+    # The same bits in a 4-row tile, in a row alone, and element by element. A is a
+    # transposed (strided) view, as in a training step's dW.
+    rng = np.random.default_rng(M + K + N)
+    A = rng.standard_normal((K, M)).astype(np.float32).T
+    B = rng.standard_normal((K, N)).astype(np.float32)
+    C, alone, reference = (np.full((M, N), np.nan, np.float32) for _ in range(3))
+    matmul(C, A, B)
+    for i in range(M):
+        matmul(alone[i:i + 1], A[i:i + 1], B)
+    _chains_reference(reference, A, B)
+    np.testing.assert_array_equal(C, reference)
+    np.testing.assert_array_equal(alone, reference)
+
+
+def test_narrow_products_propagate_nan_to_its_row_and_column_only():
+    # A row alone reads 16 values from each step's row of B on: the values past its N
+    # columns (the next row's, here a NaN in column 0) stay out of its result.
+    A, B = np.ones((5, 11), np.float32), np.ones((11, 3), np.float32)
+    A[4, 10], B[1, 0] = np.inf, np.nan  # the row alone, at its last step; a column
+    C = np.empty((5, 3), np.float32)
+    matmul(C, A, B)
+    assert np.isnan(C[:, 0]).all() and np.isposinf(C[4, 1:]).all()
+    np.testing.assert_array_equal(C[:4, 1:], 11)
 
 
 # matmul_nt: M and N around multiples of its 8 x 2 tile (pairs left to single dot
