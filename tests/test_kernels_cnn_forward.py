@@ -98,15 +98,20 @@ def test_one_block_and_the_logits_straight_after_it():
     np.testing.assert_allclose(proba, naive_proba(net, X), rtol=1e-4, atol=1e-6)
 
 
-def test_transformed_filters_follow_every_change_of_the_weights():
+@pytest.mark.parametrize("where", [0, -1])
+def test_transformed_filters_follow_every_change_of_the_weights(where):
+    # On two threads, the first block's launch checks the second block's filters, a share
+    # each: a weight changed in the first thread's share (0) or the last's (-1) is seen.
     net = network()
     forward, X = ConvForward(net), data(1)
-    before, _ = forward.predict_proba(X, 1)
-    W = net.layers[3].params["W"]  # the second convolution's, a view into theta
-    W *= -1
-    after, _ = forward.predict_proba(X, 1)
-    assert not np.array_equal(after, before)
-    np.testing.assert_array_equal(after, layer_by_layer(net, X))
+    W = net.layers[3].params["W"].reshape(-1)  # the second convolution's, a view into theta
+    for threads in range(1, min(2, numba.config.NUMBA_NUM_THREADS) + 1):
+        with serial_kernels(threads):
+            before, _ = forward.predict_proba(X, threads)
+            W[where] += 1
+            after, _ = forward.predict_proba(X, threads)
+        assert not np.array_equal(after, before)
+        np.testing.assert_array_equal(after, layer_by_layer(net, X))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
