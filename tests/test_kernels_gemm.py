@@ -8,6 +8,7 @@ import pytest
 from fastmnist._kernels._jit import kernel
 from fastmnist._kernels.gemm import (
     CHAINS,
+    HALF_ROW_TILE_COLS,
     HALF_TILE_ROWS,
     LANES,
     NARROW_COLS,
@@ -29,11 +30,11 @@ from fastmnist._kernels.gemm import (
 ROW_SHAPES = [(1, 1, 17), (7, 3, 20), (8, 4, 32), (9, 5, 17), (16, 8, 33), (17, 13, 33)]
 # Long k: N around multiples of 32 gives whole tiles, a padded last tile, or only that one;
 # M around multiples of 8 leaves rows to the row updates, or (M < 8) every row; with N a
-# multiple of 128 those rows go through one-row tiles instead. Four to seven rows left over
-# take a half tile first (M = 7, 12, 13, 4).
+# multiple of 128 (or of 64 only) those rows go through one-row tiles 128 (64) wide instead.
+# Four to seven rows left over take a half tile first (M = 7, 12, 13, 4).
 TILE_SHAPES = [(8, 32, 32), (9, 33, 31), (17, 40, 65), (16, 32, 17), (7, 64, 40),
                (64, 289, 121), (24, 100, 96), (1, 784, 128), (11, 32, 256), (16, 48, 128),
-               (12, 32, 64), (13, 40, 256), (4, 33, 20)]
+               (12, 32, 64), (13, 40, 256), (4, 33, 20), (13, 32, 64), (9, 35, 192)]
 # Narrow (N <= 16): M around multiples of 4 gives 4-row tiles, single rows, or both; K
 # around multiples of 4 leaves 0 to 3 steps to the chains' last round; K * N < 16 leaves
 # every step to the padded copy of B's last rows; K = 0 leaves C zero. cnn-keras's logits.
@@ -56,6 +57,8 @@ def test_the_shapes_reach_every_path():
     assert {M % TILE_ROWS >= HALF_TILE_ROWS for M, _, _ in TILE_SHAPES} == {True, False}
     assert {(M % TILE_ROWS > 0, N % ROW_TILE_COLS == 0) for M, _, N in TILE_SHAPES} == {
         (True, True), (True, False), (False, True), (False, False)}
+    assert any(M % HALF_TILE_ROWS > 0 and N % ROW_TILE_COLS == HALF_ROW_TILE_COLS
+               for M, _, N in TILE_SHAPES)
 
 
 @pytest.mark.parametrize("M, K, N", SHAPES)
@@ -84,15 +87,17 @@ def test_tiles_round_like_the_row_updates(M, K, N):
     np.testing.assert_array_equal(tiled, rows)
 
 
-def test_one_row_tiles_skip_zero_factors_and_keep_the_bits():
-    # Rows left to the one-row tiles (N a multiple of 128) skip the steps of k whose factor
-    # of A is 0, as most of an image's pixels are: the bits of the row updates all the same.
+@pytest.mark.parametrize("N", [256, 192])
+def test_one_row_tiles_skip_zero_factors_and_keep_the_bits(N):
+    # Rows left to the one-row tiles (N a multiple of 128, or of 64) skip the steps of k
+    # whose factor of A is 0, as most of an image's pixels are: the bits of the row updates
+    # all the same.
     rng = np.random.default_rng(7)
     A = rng.random((3, 784)).astype(np.float32)
     A[A < 0.8] = 0  # about the share of an MNIST image's pixels that are 0
     A[2] = 0  # a row of zeros only
-    B = rng.standard_normal((784, 256)).astype(np.float32)
-    tiled, rows = np.empty((3, 256), np.float32), np.empty((3, 256), np.float32)
+    B = rng.standard_normal((784, N)).astype(np.float32)
+    tiled, rows = np.empty((3, N), np.float32), np.empty((3, N), np.float32)
     matmul(tiled, A, B)
     _matmul_rows(rows, A, B, 0)
     np.testing.assert_array_equal(tiled, rows)
