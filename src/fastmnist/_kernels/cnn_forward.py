@@ -40,7 +40,6 @@ from .mlp_steps import _matrix
 from .winograd import (
     POINTS,
     _blocks_of_worker,
-    _count_differences,
     _point_step,
     _row_blocks,
     _workers,
@@ -70,12 +69,6 @@ def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
     n_bad = _copy_input(acts, X, divisor, convs)
     if n_bad > 0:
         return n_bad
-    # The filters of the blocks after the first are checked against their W by the threads
-    # of the first block's launch, a share each (cnn-keras's second block: 0.43 us each,
-    # against 0.92 on one thread before the launch); a block whose share differs, or all
-    # of them without that launch, goes through transform_filters' own check.
-    differences = np.zeros((threads, convs.shape[0]), np.int64)
-    shared_check = False
     for layer in range(convs.shape[0]):
         C, F = convs[layer, CHANNELS], convs[layer, FILTERS]
         x = _images(acts, convs[layer, IN_AT], n, C, convs[layer, HEIGHT], convs[layer, WIDTH])
@@ -85,8 +78,7 @@ def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
         b = theta[convs[layer, B_AT]:convs[layer, B_AT] + F]
         U_layer = U[convs[layer, U_AT]:convs[layer, U_AT] + POINTS * _point_step(C, F)]
         seen_layer = seen[convs[layer, SEEN_AT]:convs[layer, SEEN_AT] + F * C * 9]
-        if not shared_check or differences[:, layer].sum() > 0:
-            transform_filters(U_layer, seen_layer.reshape(F, C, 3, 3), W)  # if W changed
+        transform_filters(U_layer, seen_layer.reshape(F, C, 3, 3), W)  # if W changed
         # Each block's rows shared between the threads as conv2d_relu_pool_winograd shares
         # them, even one image's, and even those of one channel: its launch wakes the
         # threads the next block's finds awake (cnn-keras, one image: 26.0 -> 25.4 us)
@@ -98,26 +90,11 @@ def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
         else:
             for worker in prange(workers):
                 _blocks_of_worker(y, x, U_layer, b, top, left, worker, workers, block)
-                if layer == 0:
-                    _count_changed_filters(differences[worker], theta, seen, convs, worker,
-                                           workers)
-            shared_check = shared_check or layer == 0
     last = convs[convs.shape[0] - 1]  # its output, flattened channel-major as Flatten does
     features = _matrix(acts, last[OUT_AT], n,
                        last[FILTERS] * last[POOLED_HEIGHT] * last[POOLED_WIDTH])
     _forward_block(out, features, 1.0, theta, denses, dense_acts, 0, n)
     return 0
-
-
-@kernel
-def _count_changed_filters(counts, theta, seen, convs, worker, workers):
-    # counts[layer] = how many of worker's share of each later block's W differ from seen
-    for layer in range(1, convs.shape[0]):
-        size = convs[layer, FILTERS] * convs[layer, CHANNELS] * 9
-        start, stop = size * worker // workers, size * (worker + 1) // workers
-        W_at, seen_at = convs[layer, W_AT], convs[layer, SEEN_AT]
-        counts[layer] = _count_differences(theta[W_at + start:W_at + stop],
-                                           seen[seen_at + start:seen_at + stop])
 
 
 @kernel

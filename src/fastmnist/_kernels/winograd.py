@@ -52,7 +52,7 @@ def transform_filters(U, seen, w):
     # batch; recomputing costs more than the convolution of one image). Returns whether it
     # recomputed. A NaN in w never equals itself: U is then computed every time.
     flat, known = w.reshape(-1), seen.reshape(-1)
-    if _count_differences(flat, known) == 0:
+    if _all_equal(flat, known):
         return False
     F, C = w.shape[0], w.shape[1]
     half = w.dtype.type(0.5)
@@ -71,12 +71,11 @@ def transform_filters(U, seen, w):
 
 
 @inlined_kernel
-def _count_differences(a, b):
-    # How many a[i] != b[i] (a NaN differs from everything)
+def _all_equal(a, b):
     differences = 0
     for i in range(a.size):  # no early exit: a loop LLVM vectorises
         differences += a[i] != b[i]
-    return differences
+    return differences == 0
 
 
 @inlined_kernel
