@@ -100,8 +100,8 @@ def test_one_block_and_the_logits_straight_after_it():
 
 @pytest.mark.parametrize("where", [0, -1])
 def test_transformed_filters_follow_every_change_of_the_weights(where):
-    # On two threads, the first block's launch checks the second block's filters, a share
-    # each: a weight changed in the first thread's share (0) or the last's (-1) is seen.
+    # On one thread and on two, a change of the first (0) or the last (-1) of the second
+    # block's weights is seen: its transformed filters are computed again.
     net = network()
     forward, X = ConvForward(net), data(1)
     W = net.layers[3].params["W"].reshape(-1)  # the second convolution's, a view into theta
