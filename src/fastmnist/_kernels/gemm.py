@@ -351,11 +351,14 @@ def _narrow_tile(C, A, padded, i):
             s15[c] = fma(a15, b3[c], s15[c])
     # The K % 4 last steps, chain by chain (each chain's accumulators indexed by constants)
     if whole < K:
-        _rows_step(s0, s4, s8, s12, A0, A1, A2, A3, whole, padded[whole])
+        b = padded[whole]
+        _fmas(s0, s4, s8, s12, A0[whole], A1[whole], A2[whole], A3[whole], b, b, b, b)
     if whole + 1 < K:
-        _rows_step(s1, s5, s9, s13, A0, A1, A2, A3, whole + 1, padded[whole + 1])
+        k, b = whole + 1, padded[whole + 1]
+        _fmas(s1, s5, s9, s13, A0[k], A1[k], A2[k], A3[k], b, b, b, b)
     if whole + 2 < K:
-        _rows_step(s2, s6, s10, s14, A0, A1, A2, A3, whole + 2, padded[whole + 2])
+        k, b = whole + 2, padded[whole + 2]
+        _fmas(s2, s6, s10, s14, A0[k], A1[k], A2[k], A3[k], b, b, b, b)
     _chains_total(C, i, s0, s1, s2, s3)
     _chains_total(C, i + 1, s4, s5, s6, s7)
     _chains_total(C, i + 2, s8, s9, s10, s11)
@@ -369,14 +372,15 @@ def _narrow_row(C, A, flat, i, loaded, last):
     s0, s1, s2, s3 = _zeros(dtype), _zeros(dtype), _zeros(dtype), _zeros(dtype)
     a = A[i]
     for k in range(0, loaded, CHAINS):
-        _chains_step(s0, s1, s2, s3, a, k, flat[k * N:k * N + NARROW_COLS],
-                     flat[(k + 1) * N:(k + 1) * N + NARROW_COLS],
-                     flat[(k + 2) * N:(k + 2) * N + NARROW_COLS],
-                     flat[(k + 3) * N:(k + 3) * N + NARROW_COLS])
+        _fmas(s0, s1, s2, s3, a[k], a[k + 1], a[k + 2], a[k + 3],
+              flat[k * N:k * N + NARROW_COLS], flat[(k + 1) * N:(k + 1) * N + NARROW_COLS],
+              flat[(k + 2) * N:(k + 2) * N + NARROW_COLS],
+              flat[(k + 3) * N:(k + 3) * N + NARROW_COLS])
     whole = K - K % CHAINS
     for k in range(loaded, whole, CHAINS):
         j = k - loaded
-        _chains_step(s0, s1, s2, s3, a, k, last[j], last[j + 1], last[j + 2], last[j + 3])
+        _fmas(s0, s1, s2, s3, a[k], a[k + 1], a[k + 2], a[k + 3],
+              last[j], last[j + 1], last[j + 2], last[j + 3])
     if whole < K:
         _step(s0, a[whole], last[whole - loaded])
     if whole + 1 < K:
@@ -395,25 +399,13 @@ def _zeros(dtype):
 
 
 @inlined_kernel
-def _chains_step(s0, s1, s2, s3, a, k, b0, b1, b2, b3):
-    # one row's 4 chains += a[k + q] * b_q
-    a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+def _fmas(s0, s1, s2, s3, a0, a1, a2, a3, b0, b1, b2, b3):
+    # s_q += a_q * b_q: one step of a row's 4 chains, or of one chain of 4 rows
     for c in range(NARROW_COLS):
         s0[c] = fma(a0, b0[c], s0[c])
         s1[c] = fma(a1, b1[c], s1[c])
         s2[c] = fma(a2, b2[c], s2[c])
         s3[c] = fma(a3, b3[c], s3[c])
-
-
-@inlined_kernel
-def _rows_step(s0, s1, s2, s3, A0, A1, A2, A3, k, b):
-    # one chain of 4 rows += A_r[k] * b
-    a0, a1, a2, a3 = A0[k], A1[k], A2[k], A3[k]
-    for c in range(NARROW_COLS):
-        s0[c] = fma(a0, b[c], s0[c])
-        s1[c] = fma(a1, b[c], s1[c])
-        s2[c] = fma(a2, b[c], s2[c])
-        s3[c] = fma(a3, b[c], s3[c])
 
 
 @inlined_kernel
