@@ -55,9 +55,9 @@ _PREDICT_BYTES = 32 << 20
 # Up to this many rows, prediction runs on the calling thread alone: waking a second
 # thread costs more than the work it would take over.
 _SERIAL_ROWS = 16
-# Threads for those rows' kernels that share one image (serial_kernels): cnn-keras's second
-# convolution of one image has 25 rows of products, for matmul's 8-row tiles, so more threads
-# would mostly wait at the barrier (measured on 2 cores: 21 -> 16 us).
+# Threads for those rows' kernels that share one image (_one_image_threads): cnn-keras's
+# second convolution of one image has 25 rows of products, for matmul's 8-row tiles, so more
+# threads would mostly wait at the barrier (measured on 2 cores: 21 -> 16 us).
 _SERIAL_ROWS_THREADS = 2
 
 # The dtypes X is accepted in without a copy (anything else becomes float64).
@@ -457,9 +457,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             n_parts = effective_n_jobs(self.n_jobs) if len(X) > _SERIAL_ROWS else 1
             return _checked(X, *forward.predict_proba(X, n_parts))
         if (forward := state.conv_forward(X)) is not None:
-            few_rows = self._few_rows()
-            with few_rows:
-                return _checked(X, *forward.predict_proba(X, few_rows.threads))
+            return _checked(X, *forward.predict_proba(X, self._one_image_threads()))
         network = state.network
         n_classes = max(2, network.output_shape[0])
         out = np.empty((len(X), n_classes), network.dtype)
@@ -485,8 +483,13 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
 
     def _few_rows(self):
         """The kernel setting for up to _SERIAL_ROWS rows: serial kernels, but for those
-        that share one image between (at most _SERIAL_ROWS_THREADS of n_jobs) threads."""
-        return serial_kernels(min(effective_n_jobs(self.n_jobs), _SERIAL_ROWS_THREADS))
+        that share one image between threads (``_one_image_threads``)."""
+        return serial_kernels(self._one_image_threads())
+
+    def _one_image_threads(self) -> int:
+        """Threads for the kernels that share one image: n_jobs, at most
+        _SERIAL_ROWS_THREADS."""
+        return min(effective_n_jobs(self.n_jobs), _SERIAL_ROWS_THREADS)
 
     def _fit_lbfgs(self, state, X, codes, weights):
         network = state.network

@@ -59,7 +59,7 @@ def _always(*args) -> bool:
 @parallel_kernel(shares_one_image=_always)
 def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
     # X (n, n_features), uint8 or float, scaled by 1 / divisor -> out (n, n_classes).
-    # threads: Numba's thread count (serial_kernels' setting). Returns the number of NaN
+    # threads: Numba's thread count (the caller's setting). Returns the number of NaN
     # or infinite values in X; out is then left as it was.
     n = X.shape[0]
     acts = np.empty(n * _values_per_image(convs), theta.dtype)

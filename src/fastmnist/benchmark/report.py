@@ -320,7 +320,9 @@ METHOD = """## How each figure is measured
 - **peak RSS**: `ru_maxrss` of the worker after both fits (data included: the same float32
   arrays for every framework), before any prediction is timed; **fit memory**: that peak
   minus the peak once the data was loaded, before the framework was imported: what the
-  framework's libraries and its training added.
+  framework's libraries and its training added. scikit-learn imports pandas wherever it is
+  installed, 30 MB more in fastmnist's and scikit-learn's processes: the versions above
+  list pandas when it was.
 - **predict 10k**: median of 5 one-call predictions of the 10,000 test images (labels);
   **1-image latency**: median of 200 single-row calls (PyTorch: the module under
   `inference_mode`; Keras: `model(x, training=False)` for one row, `model.predict` for 10k;
