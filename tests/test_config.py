@@ -123,6 +123,17 @@ def test_serial_kernels_leave_the_threads_to_the_kernels_that_share_one_image(mo
                      (f"{winograd_call} serial", 2), (f"{winograd_call} parallel", 2)]
 
 
+def test_numba_threads_sets_numbas_count_in_its_block_only():
+    before = numba.get_num_threads()
+    with _jit.numba_threads(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="number of threads"):
+        with _jit.numba_threads(numba.config.NUMBA_NUM_THREADS + 1):
+            pass
+    assert numba.get_num_threads() == before
+
+
 @pytest.mark.parametrize("setting, cache_class", [("1", "FunctionCache"), ("0", "NullCache")])
 def test_cache_switch(setting, cache_class, fresh_python):
     code = ("from fastmnist._kernels import dense; "

@@ -8,7 +8,6 @@ from naive import activation, conv2d_forward, maxpool2d_forward, softmax
 
 from fastmnist._fused import ConvForward, _dense_stack
 from fastmnist._kernels import cnn_forward
-from fastmnist._kernels._jit import serial_kernels
 from fastmnist._kernels.activation import IDENTITY, RELU, TANH
 from fastmnist._layers import (
     Activation,
@@ -81,12 +80,27 @@ def test_probabilities_are_the_layer_by_layer_ones(dtype, padding, n):
     X = data(n, dtype)
     expected = layer_by_layer(net, X)
     for threads in range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1):
-        with serial_kernels(threads):
-            proba, finite = ConvForward(net).predict_proba(X, threads)
+        proba, finite = ConvForward(net).predict_proba(X, threads)
         assert finite and proba.shape == (n, 4) and proba.dtype == np.float32
         np.testing.assert_array_equal(proba, expected)  # the same bits, on any threads
     x = X / 255 if dtype == np.uint8 else X
     np.testing.assert_allclose(proba, naive_proba(net, x), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread: nothing to share")
+def test_the_kernel_runs_on_the_threads_it_is_given_then_numbas_setting_is_back(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cnn_forward.predict_proba, "parallel", lambda *args: calls.append(
+        (numba.get_num_threads(), args[-1])) or 0)  # 0: no NaN in X
+    forward, before = ConvForward(network(blocks())), numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for threads in (2, 1):
+            assert forward.predict_proba(data(1), threads)[1]
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+    assert calls == [(2, 2), (1, 1)]
 
 
 def test_one_block_and_the_logits_straight_after_it():
@@ -106,10 +120,9 @@ def test_transformed_filters_follow_every_change_of_the_weights(where):
     forward, X = ConvForward(net), data(1)
     W = net.layers[3].params["W"].reshape(-1)  # the second convolution's, a view into theta
     for threads in range(1, min(2, numba.config.NUMBA_NUM_THREADS) + 1):
-        with serial_kernels(threads):
-            before, _ = forward.predict_proba(X, threads)
-            W[where] += 1
-            after, _ = forward.predict_proba(X, threads)
+        before, _ = forward.predict_proba(X, threads)
+        W[where] += 1
+        after, _ = forward.predict_proba(X, threads)
         assert not np.array_equal(after, before)
         np.testing.assert_array_equal(after, layer_by_layer(net, X))
 
