@@ -206,8 +206,9 @@ class ConvForward:
         (pixel intensities, divided by 255) or float32, (n, n_features).
 
         The convolutions share ``threads`` threads (at most Numba's pool), even one
-        image's: Numba's setting for this call. (Not ``serial_kernels``: its bookkeeping
-        takes 0.4 us more, and this call has no other kernel to make serial.)"""
+        image's: Numba's setting for this call alone. (Inside ``serial_kernels``, as it
+        was called before, one image took ~1 us longer: this call has no other kernel to
+        make serial.)"""
         out = np.empty((len(X), self.network.output_shape[0]), self.network.dtype)
         with numba_threads(threads):
             n_bad = cnn_forward.predict_proba(out, X, _divisor(X), self.network.theta,

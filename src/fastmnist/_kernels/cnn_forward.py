@@ -51,12 +51,7 @@ from .winograd import (
  U_AT, SEEN_AT, IN_AT, OUT_AT) = range(14)
 
 
-def _always(*args) -> bool:
-    # Inside serial_kernels too, one image's blocks share the threads (see below)
-    return True
-
-
-@parallel_kernel(shares_one_image=_always)
+@parallel_kernel
 def predict_proba(out, X, divisor, theta, convs, denses, U, seen, threads):
     # X (n, n_features), uint8 or float, scaled by 1 / divisor -> out (n, n_classes).
     # threads: Numba's thread count (the caller's setting). Returns the number of NaN
